@@ -1,0 +1,233 @@
+"""
+babygpt's model: a decoder-only transformer (a GPT), in the order the lecture explains it.
+
+    characters --(integers)--> token embedding + position embedding
+               --> n_layer x Block:  x = x + attention(ln(x))   # communication between positions
+                                      x = x + mlp(ln(x))         # computation at each position
+               --> final LayerNorm --> LM head (shares weights with the token embedding)
+               --> logits over the vocabulary --> cross-entropy against the next character
+
+Shapes use these letters throughout:
+    B batch size, T sequence length (<= block_size), C n_embd, V vocab_size,
+    nh n_head, hs head size = C // nh.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 64  # the longest context the model sees; also the number of learned positions
+    vocab_size: int = 65  # how many distinct tokens (65 characters in Tiny Shakespeare)
+    n_layer: int = 4  # blocks applied in series
+    n_head: int = 4  # attention heads running in parallel inside each block
+    n_embd: int = 128  # width of the residual stream (every token is a vector of this size)
+    dropout: float = 0.0  # dropout probability during training (0 turns it off)
+    bias: bool = True  # biases in Linear and LayerNorm layers
+    attn_impl: str = "sdpa"  # 'sdpa' (fused F.scaled_dot_product_attention) or 'explicit' (the readable reference)
+
+    def __post_init__(self):
+        # Catch impossible shapes here, with a message that names the field, instead of deep inside forward().
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.attn_impl not in ("sdpa", "explicit"):
+            raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
+
+
+def explicit_attention(q, k, v, causal, dropout_p=0.0):
+    """The attention formula written out: softmax(q @ k^T / sqrt(hs)) @ v.
+
+    q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs) -> (B, nh, Tq, hs).
+    With causal=True, query t may only look at keys 0..t (the decoder's mask).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, Tq, Tk): how much each query likes each key
+    if causal:
+        Tq, Tk = q.size(-2), k.size(-2)
+        allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril()  # (Tq, Tk) lower triangle
+        scores = scores.masked_fill(~allowed, float("-inf"))  # the future gets zero weight after softmax
+    weights = F.softmax(scores, dim=-1)  # (B, nh, Tq, Tk), each row sums to 1
+    weights = F.dropout(weights, p=dropout_p)  # dropout_p is 0 outside training
+    return weights @ v  # (B, nh, Tq, hs): a weighted average of the values
+
+
+class CausalSelfAttention(nn.Module):
+    """Communication. Every position emits a query ("what am I looking for"), a key ("what do I contain")
+    and a value ("what I will tell you"); each position then takes a weighted average of the values of the
+    positions it may look at, weighted by how well its query matches their keys. n_head independent heads
+    do this in parallel on slices of the vector, and their outputs are concatenated."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.attn_impl = config.attn_impl
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads' outputs
+        self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (see GPT._init_weights)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, causal=True):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        # split C into nh heads of size hs and move the head axis forward so heads run as a batch
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.attn_impl == "sdpa":  # same maths as explicit_attention, in one fused kernel
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)  # (B, nh, T, hs)
+        else:
+            y = explicit_attention(q, k, v, causal, dropout_p)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads concatenated side by side
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """Computation. Each position thinks on its own about what it gathered: widen 4x, GELU, project back."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.is_residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        x = F.gelu(self.c_fc(x))  # (B, T, 4C)
+        return self.dropout(self.c_proj(x))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One transformer block: communicate, then compute. Each sub-layer reads a LayerNorm-ed copy of the
+    residual stream x and *adds* its result back. The additions give gradients a straight path from the loss
+    to the first layer, which is what makes a deep stack trainable."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, causal=True):
+        x = x + self.attn(self.ln_1(x), causal=causal)  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class GPT(nn.Module):
+    """The whole language model: integers in, next-token logits (and optionally the loss) out."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # what each character is
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is: 0..block_size-1
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: reading a character in and scoring it on the way out use one matrix (V, C).
+        # It saves V*C parameters and usually trains a little better.
+        self.lm_head.weight = self.token_embedding.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        """GPT-2 initialisation: weights ~ N(0, 0.02), biases 0. The projections that write into the residual
+        stream (marked with is_residual_projection) get std 0.02/sqrt(2*n_layer): there are 2 of them per block
+        and their outputs add up, so this keeps the stream's variance from growing with depth."""
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "is_residual_projection", False):
+                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self):
+        """Parameters, each counted once (the tied embedding / LM head matrix counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets=None):
+        """idx: (B, T) integer tokens, T <= block_size. targets: (B, T), idx shifted left by one, or None.
+        Returns logits (B, T, V) and the mean cross-entropy loss (a scalar) or None."""
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(
+                f"sequence of length {T} is longer than block_size {self.config.block_size}: "
+                f"the model has position embeddings for only {self.config.block_size} places; crop the input"
+            )
+        positions = torch.arange(T, device=idx.device)  # (T,)
+        tok = self.token_embedding(idx)  # (B, T, C)
+        pos = self.position_embedding(positions)  # (T, C), broadcast over the batch
+        x = self.drop(tok + pos)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)  # (B, T, C)
+        x = self.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V): a score for every possible next token at every position
+        loss = None
+        if targets is not None:
+            # every one of the B*T positions is its own prediction problem
+            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+        """Extend idx (B, T) by max_new_tokens tokens, one at a time, feeding each choice back in.
+
+        This is the reference loop: it recomputes the whole (cropped) context for every new token. It works
+        for any prompt length: the model only has block_size positions, so only the last block_size tokens
+        are shown to it. Call model.eval() first so dropout is off. Returns (B, T + max_new_tokens).
+        """
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size :]  # (B, <=block_size): crop to what the model can see
+            logits, _ = self(context)  # (B, t, V)
+            next_token = sample_next_token(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
+            idx = torch.cat((idx, next_token.to(idx.device)), dim=1)  # (B, T+1)
+        return idx
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, generator=None):
+    """Pick one token per row from logits (B, V) -> (B, 1) on the CPU.
+
+    temperature 0 means greedy (argmax). Otherwise logits are divided by the temperature (below 1: sharper,
+    above 1: flatter) and, with top_k, all but the k highest are removed (exactly k survive, ties broken by
+    torch.topk). The draw happens on the CPU with the given torch.Generator: the same seed then gives the same
+    text on any device, and it avoids torch.multinomial's known bug on Apple's MPS backend.
+    """
+    logits = logits.float().cpu()  # (B, V)
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    logits = logits / temperature
+    if top_k is not None:
+        top_values, top_indices = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # (B, k) each
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, top_indices, top_values)  # (B, V)
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+
+
+def make_optimizer(model, learning_rate, weight_decay, betas, fused=False):
+    """AdamW with weight decay only on 2-D weight matrices (Linear weights and embeddings).
+
+    Biases and LayerNorm gains are 1-D: decaying them toward 0 only hurts, so they get weight_decay 0.
+    The tied token-embedding / LM-head matrix is one Parameter: model.parameters() yields it once, it is
+    2-D, so it is decayed once, as an ordinary weight matrix. fused=True uses the single-kernel CUDA version.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
