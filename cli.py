@@ -1,0 +1,125 @@
+"""
+Command-line plumbing shared by the scripts: dataclass fields become flags, TOML presets, one-line errors.
+
+A user mistake (bad flag, missing file, impossible setting) must print one line saying what is wrong and how
+to fix it, and exit with status 2 -- never a traceback. Scripts raise UserError for those and wrap main() in
+run(). Unexpected errors (bugs) still show their traceback, because then we want to see it.
+"""
+
+import argparse
+import dataclasses
+import inspect
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import torch
+
+PRESET_DIR = Path(__file__).resolve().parent / "config"
+
+
+class UserError(Exception):
+    """Something the user can fix. Printed as `error: <message>`, exit status 2."""
+
+
+def run(main, argv=None):
+    """Call main(argv); turn UserError and Ctrl-C into one line and an exit status."""
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # e.g. `python sample.py | head`
+        sys.exit(0)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line gives one line, not the usage block."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_bool(text):
+    value = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+    try:
+        return value[str(text).lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true/false (or 1/0), got {text!r}") from None
+
+
+def field_comments(cls):
+    """{field name: its trailing # comment} read from the dataclass source, so the help text lives in one place."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.*)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2)
+    return comments
+
+
+def add_dataclass_flags(parser, cls, title, skip=()):
+    """One --flag per field of dataclass `cls`, typed by its default. Defaults are SUPPRESSed so that the
+    parsed namespace holds only the flags the user actually typed (presets and resume depend on that)."""
+    group = parser.add_argument_group(title)
+    comments = field_comments(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind = type(f.default)
+        help_text = f"{comments.get(f.name, '')} (default: {f.default})"
+        if kind is bool:  # --flag, --flag 1, --flag=false
+            group.add_argument(f"--{f.name}", type=parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
+                               metavar="BOOL", help=help_text)
+        else:
+            group.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
+                               help=help_text)
+
+
+def load_preset(name, allowed_fields):
+    """Read config/NAME.toml: a flat table of field = value. Unknown keys and wrong types are errors."""
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
+        raise UserError(f"unknown preset {name!r}; known presets: {known}")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: {e}") from None
+    for key, value in values.items():
+        if key not in allowed_fields:
+            raise UserError(f"{path}: unknown setting {key!r}")
+        expected = type(allowed_fields[key])
+        if expected is float and type(value) is int:
+            values[key] = float(value)
+        elif type(value) is not expected:
+            raise UserError(f"{path}: {key} should be {expected.__name__}, got {value!r}")
+    return values
+
+
+def build(cls, values, what):
+    """cls(**values), with a validation failure in __post_init__ turned into a UserError."""
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{what}: {e}") from None
+
+
+def pick_device(name):
+    """'auto' -> the best available of cuda, mps, cpu; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but this torch sees no CUDA GPU (use --device cpu or auto)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps asked for, but MPS is not available here (use --device cpu or auto)")
+    return name
