@@ -1,0 +1,391 @@
+"""
+train.py -- train a GPT on the integer sequences written by prepare.py. One loop, top to bottom.
+
+    python train.py                              # the cpu preset's settings: a few minutes on a laptop
+    python train.py --preset gpu                 # the baby GPT (6 layers, 384 wide) for a GPU
+    python train.py --preset cpu --max_iters 500 --out_dir out-short
+    python train.py --out_dir out --resume       # continue out/last.pt exactly where it stopped
+    python train.py --help                       # every setting, with its default
+
+Settings come from, in increasing priority: the defaults below, config/PRESET.toml, the command line.
+
+Writes into --out_dir:
+    ckpt.pt        the checkpoint with the best validation loss (what sample.py reads)
+    last.pt        the latest checkpoint (what --resume reads)
+    metrics.jsonl  one JSON object per logged step: iter, tokens, train_loss, lr, ms_per_iter, tokens_per_s;
+                   evaluation lines have train_loss and val_loss averaged over eval_iters batches
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import checkpoint
+from cli import Parser, UserError, add_dataclass_flags, build, load_preset, pick_device, run
+from model import GPT, GPTConfig, make_optimizer
+from tokenizer import read_meta, tokenizer_from_meta
+
+
+@dataclass
+class TrainConfig:
+    # data and output
+    data_dir: str = "data/shakespeare_char"  # folder with train.bin, val.bin, meta.json from prepare.py
+    out_dir: str = "out"  # where checkpoints and metrics go
+    resume: bool = False  # continue OUT_DIR/last.pt instead of starting a new run
+    overwrite: bool = False  # allow a new run to replace the checkpoints already in out_dir
+    # how long, how often to evaluate
+    max_iters: int = 2000  # optimizer steps in the whole run
+    eval_interval: int = 250  # evaluate, print a sample and save checkpoints every this many steps
+    eval_iters: int = 50  # batches averaged for each evaluation of train and val loss
+    log_interval: int = 10  # write a metrics line every this many steps
+    sample_chars: int = 200  # characters of text printed at each evaluation (0: none)
+    # batches
+    batch_size: int = 12  # sequences per micro-batch (B)
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    # optimizer and schedule
+    learning_rate: float = 1e-3  # peak learning rate, reached after warmup
+    min_lr: float = 1e-4  # the cosine decay ends here
+    warmup_iters: int = 100  # linear warmup steps
+    lr_decay_iters: int = 0  # the cosine decay lasts this many steps (0: the whole run, max_iters)
+    weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.99  # AdamW beta2
+    grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    # system
+    device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
+    dtype: str = "auto"  # auto (bfloat16 autocast on CUDA if supported, else float32), float32 or bfloat16
+    compile: str = "auto"  # torch.compile the model: auto (on for CUDA only), on, off
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    seed: int = 1337  # seeds initialisation, batches and dropout
+
+    def __post_init__(self):
+        positive = ("max_iters", "eval_interval", "eval_iters", "log_interval", "batch_size", "gradient_accumulation_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("sample_chars", "warmup_iters", "lr_decay_iters", "threads", "weight_decay", "grad_clip", "min_lr"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.device not in ("auto", "cpu", "mps", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
+
+
+MODEL_FLAGS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]  # vocab_size comes from the data
+TRAIN_FLAGS = [f.name for f in dataclasses.fields(TrainConfig)]
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name in MODEL_FLAGS}
+DEFAULTS.update({f.name: f.default for f in dataclasses.fields(TrainConfig)})
+
+
+def parse_args(argv):
+    """The flags the user typed (and --preset), as a dict; defaults are applied later."""
+    parser = Parser(prog="train.py", description="Train a character-level GPT. Flags override --preset, which overrides the defaults.")
+    parser.add_argument("--preset", help="load config/PRESET.toml (e.g. cpu, gpu) before the flags")
+    add_dataclass_flags(parser, GPTConfig, "model (GPTConfig)", skip=("vocab_size",))
+    add_dataclass_flags(parser, TrainConfig, "training (TrainConfig)")
+    return vars(parser.parse_args(argv))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data: random windows of block_size tokens; the target of every position is the next token
+
+
+def load_split(data_dir, split, block_size):
+    """Memory-map DATA_DIR/{split}.bin (uint16 token ids) without reading it all into memory."""
+    path = Path(data_dir) / f"{split}.bin"
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `python prepare.py --out_dir {data_dir}` first")
+    data = np.memmap(path, dtype=np.uint16, mode="r") if path.stat().st_size else np.zeros(0, np.uint16)
+    if len(data) < block_size + 1:
+        raise UserError(f"{path} has {len(data)} tokens; block_size {block_size} needs at least {block_size + 1} "
+                        f"(use more text or a smaller --block_size)")
+    return data
+
+
+def get_batch(data, batch_size, block_size, generator):
+    """B random windows of the token stream. x is each window, y the same window shifted one to the left:
+    y[b, t] is the token that follows x[b, 0..t]. So one (B, T) batch holds B*T next-token examples."""
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    offsets = starts.numpy()[:, None] + np.arange(block_size + 1)  # (B, T+1) positions in the stream
+    window = torch.from_numpy(data[offsets].astype(np.int64))  # (B, T+1)
+    return window[:, :-1].contiguous(), window[:, 1:].contiguous()  # x (B, T), y (B, T)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# schedule, evaluation, devices
+
+
+def learning_rate_at(it, cfg: TrainConfig):
+    """Linear warmup from lr/(warmup+1) (never a zero-lr first step), then cosine decay to min_lr."""
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= decay_iters:
+        return cfg.min_lr
+    progress = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)  # 0 -> 1
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+
+
+@torch.no_grad()
+def estimate_loss(model, splits, cfg, block_size, device, autocast):
+    """Mean loss over eval_iters batches per split, in eval mode. The batches come from a generator seeded
+    the same way every time, so every evaluation scores the same text and curves are comparable; it also
+    leaves the training batches' random stream untouched (needed for exact resume)."""
+    model.eval()
+    losses = {}
+    for split, data in splits.items():
+        generator = torch.Generator().manual_seed(cfg.seed + 1)
+        total = 0.0
+        for _ in range(cfg.eval_iters):
+            x, y = get_batch(data, cfg.batch_size, block_size, generator)
+            with autocast:
+                _, loss = model(x.to(device), y.to(device))
+            total += loss.item()
+        losses[split] = total / cfg.eval_iters
+    model.train()
+    return losses
+
+
+def sample_text(model, tokenizer, num_chars, device, seed):
+    """A short sample from a newline, to watch the model learn. Uses its own generator: training's random
+    stream is left as it was."""
+    model.eval()
+    start = tokenizer.encode("\n", unknown="skip") or [0]
+    idx = torch.tensor([start], dtype=torch.long, device=device)
+    out = model.generate(idx, num_chars, temperature=1.0, generator=torch.Generator().manual_seed(seed))
+    model.train()
+    return tokenizer.decode(out[0, len(start):].tolist())
+
+
+def pick_dtype(requested, device_type, bf16_supported):
+    """float32 everywhere except CUDA with bf16 support, where 'auto' means bfloat16 autocast."""
+    if requested == "auto":
+        return "bfloat16" if device_type == "cuda" and bf16_supported else "float32"
+    return requested
+
+
+def autocast_context(device_type, dtype):
+    """Mixed precision: matmuls in bfloat16, weights and the optimizer in float32. A no-op for float32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def rng_state(data_generator, device_type):
+    state = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
+    if device_type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state, data_generator, device_type):
+    torch.set_rng_state(state["torch"])
+    data_generator.set_state(state["data"])
+    if device_type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# settings: defaults < preset < flags; on --resume, the saved run's settings < flags
+
+
+def resolve_settings(flags):
+    """Return (model settings dict, TrainConfig, the resumed checkpoint or None)."""
+    preset = flags.pop("preset", None)
+    resuming = flags.get("resume", False)
+    out_dir = Path(flags.get("out_dir", DEFAULTS["out_dir"]))
+    if resuming:
+        if preset:
+            raise UserError("--preset cannot be combined with --resume: the run keeps its saved settings")
+        try:
+            resumed = checkpoint.load(out_dir / "last.pt")
+        except checkpoint.CheckpointError as e:
+            raise UserError(f"cannot resume: {e}") from None
+        for name in MODEL_FLAGS:
+            if name in flags and flags[name] != resumed["model_config"].get(name):
+                raise UserError(f"--{name} cannot change when resuming (the checkpoint has {resumed['model_config'].get(name)})")
+        values = {**resumed["model_config"], **resumed["train_config"], **flags}
+        values["resume"] = True
+    else:
+        resumed = None
+        values = {**DEFAULTS, **(load_preset(preset, DEFAULTS) if preset else {}), **flags}
+    model_values = {name: values[name] for name in MODEL_FLAGS}
+    cfg = build(TrainConfig, {name: values[name] for name in TRAIN_FLAGS}, "invalid setting")
+    return model_values, cfg, resumed
+
+
+def main(argv=None):
+    model_values, cfg, resumed = resolve_settings(parse_args(argv))
+    out_dir = Path(cfg.out_dir)
+
+    # -- the data and its vocabulary
+    try:
+        meta = read_meta(cfg.data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    tokenizer = tokenizer_from_meta(meta)
+    model_config = build(GPTConfig, {**model_values, "vocab_size": meta["vocab_size"]}, "invalid model setting")
+    if resumed and resumed["meta"]["vocab"] != meta["vocab"]:
+        raise UserError(f"the vocabulary in {cfg.data_dir} differs from the one {out_dir / 'last.pt'} was trained on; "
+                        f"resume with the same --data_dir")
+    train_data = load_split(cfg.data_dir, "train", model_config.block_size)
+    val_data = load_split(cfg.data_dir, "val", model_config.block_size)
+
+    # -- the output folder: never replace a previous run's checkpoints unless asked to
+    if not cfg.resume and not cfg.overwrite and any((out_dir / name).exists() for name in ("ckpt.pt", "last.pt")):
+        raise UserError(f"{out_dir} already holds checkpoints of an earlier run; use --resume to continue it, "
+                        f"--overwrite to start over, or another --out_dir")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
+
+    # -- device and precision
+    device = pick_device(cfg.device)
+    device_type = device.split(":")[0]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dtype = pick_dtype(cfg.dtype, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+    autocast = autocast_context(device_type, dtype)
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls that do run (outside autocast) use TF32
+        torch.backends.cudnn.allow_tf32 = True
+
+    # -- model, optimizer, random streams
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_config).to(device)
+    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), fused=device_type == "cuda")
+    data_generator = torch.Generator().manual_seed(cfg.seed)  # draws the training batches
+    iter_num, best_val_loss = 0, float("inf")
+    if resumed:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        restore_rng_state(resumed["rng"], data_generator, device_type)
+        iter_num, best_val_loss = resumed["iter_num"], resumed["best_val_loss"]
+    compile_on = cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda")
+    train_model = torch.compile(model) if compile_on else model  # checkpoints always save the plain `model`
+
+    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * model_config.block_size
+    print(f"model: {model.num_params():,} parameters, {model_config.n_layer} layers, {model_config.n_head} heads, "
+          f"{model_config.n_embd} wide, block {model_config.block_size}, vocab {model_config.vocab_size}")
+    print(f"device {device}, {dtype}, compile {'on' if compile_on else 'off'}, {torch.get_num_threads()} threads; "
+          f"{tokens_per_iter:,} tokens per iteration")
+    if resumed:
+        print(f"resuming {out_dir / 'last.pt'} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
+
+    # -- metrics: on resume, drop lines written after the checkpoint (they belong to the lost tail of the run)
+    metrics_path = out_dir / "metrics.jsonl"
+    if resumed and metrics_path.exists():
+        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["iter"] <= iter_num]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+    elif not resumed:
+        metrics_path.write_text("")
+    metrics_file = open(metrics_path, "a")
+
+    def log(record):
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+
+    def make_checkpoint():
+        return {
+            "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
+            "model": model.state_dict(),
+            "model_config": dataclasses.asdict(model_config),
+            "train_config": dataclasses.asdict(cfg),
+            "meta": meta,
+            "optimizer": optimizer.state_dict(),
+            "iter_num": iter_num,
+            "best_val_loss": best_val_loss,
+            "rng": rng_state(data_generator, device_type),
+        }
+
+    def evaluate_and_save():
+        nonlocal best_val_loss
+        losses = estimate_loss(train_model, {"train": train_data, "val": val_data}, cfg, model_config.block_size, device, autocast)
+        improved = losses["val"] < best_val_loss
+        best_val_loss = min(best_val_loss, losses["val"])
+        log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "train_loss": losses["train"],
+             "val_loss": losses["val"], "lr": learning_rate_at(iter_num, cfg)})
+        tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                   + (" (best, saved)" if improved else ""))
+        if cfg.sample_chars:
+            tqdm.write("sample: " + sample_text(model, tokenizer, cfg.sample_chars, device, cfg.seed).replace("\n", "\n        "))
+        try:
+            state = make_checkpoint()
+            checkpoint.save(state, out_dir / "last.pt")
+            if improved:
+                checkpoint.save(state, out_dir / "ckpt.pt")
+        except checkpoint.CheckpointError as e:
+            raise UserError(str(e)) from None
+
+    # -- the training loop
+    show_bar = sys.stdout.isatty()
+    bar = tqdm(total=cfg.max_iters, initial=iter_num, disable=not show_bar, unit="it", dynamic_ncols=True)
+    start_iter, run_start = iter_num, time.perf_counter()
+    window_start, window_iters = time.perf_counter(), 0
+    while iter_num < cfg.max_iters:
+        if iter_num % cfg.eval_interval == 0 and not (resumed and iter_num == start_iter):
+            evaluate_and_save()
+            window_start, window_iters = time.perf_counter(), 0  # evaluation time is not step time
+
+        lr = learning_rate_at(iter_num, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = 0.0
+        for _ in range(cfg.gradient_accumulation_steps):
+            x, y = get_batch(train_data, cfg.batch_size, model_config.block_size, data_generator)
+            with autocast:
+                _, loss = train_model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+            loss = loss / cfg.gradient_accumulation_steps  # the gradients of the micro-batches add up to a mean
+            loss.backward()
+            loss_sum += loss.detach()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        window_iters += 1
+
+        if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
+            train_loss = float(loss_sum)  # .item() waits for the device, so only do it when logging
+            ms_per_iter = 1000 * (time.perf_counter() - window_start) / window_iters
+            log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "train_loss": train_loss, "lr": lr,
+                 "ms_per_iter": ms_per_iter, "tokens_per_s": tokens_per_iter * 1000 / ms_per_iter})
+            if show_bar:
+                bar.set_postfix(loss=f"{train_loss:.3f}", ms=f"{ms_per_iter:.0f}")
+            else:
+                print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.2e}, {ms_per_iter:.1f} ms/iter, "
+                      f"{tokens_per_iter * 1000 / ms_per_iter:,.0f} tokens/s")
+            window_start, window_iters = time.perf_counter(), 0
+        bar.update(1)
+    bar.close()
+
+    if not (resumed and iter_num == start_iter):
+        evaluate_and_save()
+    metrics_file.close()
+    print(f"done: {iter_num} iterations in {time.perf_counter() - run_start:.1f} s, best val loss {best_val_loss:.4f}; "
+          f"checkpoints in {out_dir}/ (sample with: python sample.py --out_dir {out_dir})")
+
+
+if __name__ == "__main__":
+    run(main)
