@@ -1,0 +1,56 @@
+"""Shared fixtures: the real Tiny Shakespeare text, a small prepared slice of it, and a tiny trained run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train
+from cli import run
+from prepare import prepare
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAKESPEARE_CANDIDATES = [
+    ROOT / "data" / "shakespeare_char" / "input.txt",
+    ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt",
+]
+
+# A model small enough to train in a second or two on a CPU.
+TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",
+        "--eval_iters", "2", "--log_interval", "5", "--sample_chars", "20", "--warmup_iters", "5", "--threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text():
+    for path in SHAKESPEARE_CANDIDATES:
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    pytest.skip("Tiny Shakespeare not found (run `python prepare.py` or copy input.txt to data/shakespeare_char/)")
+
+
+@pytest.fixture(scope="session")
+def slice_dir(shakespeare_text, tmp_path_factory):
+    """The first 20 KB of Tiny Shakespeare, prepared: train.bin, val.bin, meta.json."""
+    data_dir = tmp_path_factory.mktemp("slice")
+    prepare(shakespeare_text[:20_000], data_dir)
+    return data_dir
+
+
+def train_main(*argv):
+    """Run train.py's main in this process, as the command line would (one-line errors, exit codes)."""
+    return run(train.main, [str(a) for a in argv])
+
+
+@pytest.fixture(scope="session")
+def trained_run(slice_dir, tmp_path_factory):
+    """A finished 40-iteration run of the tiny model on the slice."""
+    out_dir = tmp_path_factory.mktemp("run")
+    train_main("--data_dir", slice_dir, "--out_dir", out_dir, "--max_iters", 40, "--eval_interval", 20, "--overwrite", *TINY)
+    return out_dir
+
+
+def run_script(script, *args, cwd=ROOT, stdin=None):
+    """Run one of the repo's scripts in a fresh Python process, as a user would."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, input=stdin,
+                          capture_output=True, text=True, timeout=120)
