@@ -10,6 +10,7 @@ Only the samples go to stdout (so `> file.txt` captures just the text); everythi
 The checkpoint carries its own vocabulary: the data folder is not needed.
 """
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,14 @@ class SampleConfig:
             raise ValueError(f"num_samples must be at least 1, got {self.num_samples}")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must not be negative, got {self.max_new_tokens}")
-        if self.temperature < 0:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):  # NaN and inf included
             raise ValueError(f"temperature must be 0 (greedy) or positive, got {self.temperature}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.unknown not in ("error", "skip"):
             raise ValueError(f"unknown must be 'error' or 'skip', got {self.unknown!r}")
+        if not -2**63 <= self.seed < 2**64:  # what torch.Generator.manual_seed accepts
+            raise ValueError(f"seed must fit in 64 bits, got {self.seed}")
 
 
 def read_prompt(start):
@@ -81,13 +84,13 @@ def main(argv=None):
     cfg = build(SampleConfig, vars(parser.parse_args(argv)), "invalid setting")
 
     path = checkpoint.resolve(cfg.out_dir, cfg.ckpt)
+    device = pick_device(cfg.device)
     try:
         ckpt = checkpoint.load(path)
+        model = checkpoint.load_model(ckpt, device, source=path)
     except checkpoint.CheckpointError as e:
         hint = "" if cfg.ckpt or path.exists() else " (train one with `python train.py`, or pass --ckpt FILE)"
         raise UserError(f"{e}{hint}") from None
-    device = pick_device(cfg.device)
-    model = checkpoint.load_model(ckpt, device)
     tokenizer = tokenizer_from_meta(ckpt["meta"])
     prompt_ids = encode_prompt(tokenizer, read_prompt(cfg.start), cfg.unknown)
     print(f"{path}: iteration {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}, "
