@@ -18,6 +18,7 @@ pickled object that would execute code while loading.
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -61,7 +62,9 @@ def load(path, map_location="cpu"):
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file or use --out_dir")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a garbage file can make torch warn before it fails: one line is enough
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refused something. "GLOBAL" means the file asks to import a Python object (a class or a
         # function such as os.system) -- the way a pickle runs code. Anything else: not a torch file at all.

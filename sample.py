@@ -22,6 +22,7 @@ from cli import Parser, UserError, add_dataclass_flags, build, pick_device, run
 from tokenizer import UnknownCharacters, tokenizer_from_meta
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
+MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0
 
 
 @dataclass
@@ -42,8 +43,9 @@ class SampleConfig:
             raise ValueError(f"num_samples must be at least 1, got {self.num_samples}")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must not be negative, got {self.max_new_tokens}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):  # NaN and inf included
-            raise ValueError(f"temperature must be 0 (greedy) or positive, got {self.temperature}")
+        # NaN and inf are refused too; and a tiny temperature would overflow logits / temperature to inf
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature < math.inf):
+            raise ValueError(f"temperature must be 0 (greedy) or a number from {MIN_TEMPERATURE} up, got {self.temperature}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.unknown not in ("error", "skip"):
@@ -63,8 +65,8 @@ def read_prompt(start):
         raise UserError(f"prompt file {path} not found") from None
     except UnicodeDecodeError:
         raise UserError(f"prompt file {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise UserError(f"cannot read prompt file {path}: {e.strerror}") from None
+    except (OSError, ValueError) as e:  # ValueError: a path with a NUL character
+        raise UserError(f"cannot read prompt file {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def encode_prompt(tokenizer, prompt, unknown):

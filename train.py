@@ -73,6 +73,9 @@ class TrainConfig:
     seed: int = 1337  # seeds initialisation, batches and dropout
 
     def __post_init__(self):
+        for name, value in vars(self).items():  # nan passes every < and > test below, so refuse it first
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         positive = ("max_iters", "eval_interval", "eval_iters", "log_interval", "batch_size", "gradient_accumulation_steps")
         for name in positive:
             if getattr(self, name) < 1:
@@ -310,6 +313,7 @@ def resolve_settings(flags):
         resumed = None
         values = {**DEFAULTS, **(load_preset(preset, DEFAULTS) if preset else {}), **flags}
     model_values = {name: values[name] for name in MODEL_FLAGS}
+    build(GPTConfig, model_values, "invalid model setting")  # check the flags now, before any file is read
     cfg = build(TrainConfig, {name: values[name] for name in TRAIN_FLAGS}, "invalid setting")
     return model_values, cfg, resumed
 
