@@ -41,12 +41,12 @@ def start_training(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_until(condition, process, timeout=60):
+def wait_until(condition, process, timeout=60, pause=0.001):
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, f"train.py ended early: {process.communicate()}"
         assert time.monotonic() < deadline, "train.py made no progress"
-        time.sleep(0.001)
+        time.sleep(pause)
 
 
 def logged_iters(out_dir):
@@ -73,7 +73,7 @@ def kill_in_the_middle_of_a_write(process, tmp):
     unfinished, SIGKILL it there (no handler runs, no cleanup: like a power cut), else let it go on and try at
     the next write."""
     while True:
-        wait_until(tmp.exists, process)
+        wait_until(tmp.exists, process, pause=0)  # look as often as possible: a write takes milliseconds
         process.send_signal(signal.SIGSTOP)
         os.waitpid(process.pid, os.WUNTRACED)  # returns once it is really stopped
         if tmp.exists():
