@@ -107,7 +107,7 @@ def vocab_size_of_run(out_dir):
     return None
 
 
-def draw_loss(runs, path):
+def draw_loss(runs, path, dpi=100):
     """runs: list of (label, loss_curves(...) series, vocab_size or None). Left: loss against iteration, with
     the learning rate on a second axis; right: loss against tokens seen. Dashed grey: ln(vocab_size), the loss
     of a model that guesses uniformly -- where a fresh model starts."""
@@ -141,7 +141,7 @@ def draw_loss(runs, path):
     by_iter.legend(fontsize=7, loc="upper right")
     for ax in (by_iter, by_tokens):
         ax.grid(alpha=0.3)
-    return save_png(fig, path)
+    return save_png(fig, path, dpi)
 
 
 _PLOTTING_FAILED = set()  # the out_dirs whose loss.png could not be drawn: warn once, then stop trying
@@ -225,14 +225,14 @@ def encode_text(tokenizer, text, block_size):
     return torch.tensor([ids[-block_size:]], dtype=torch.long)  # (1, T)
 
 
-def draw_attention(maps, chars, path):
+def draw_attention(maps, chars, path, dpi=100):
     """maps: (n_layer, nh, T, T) for one text; chars: its T characters. One heatmap per layer (rows) and head
     (columns). In each, row = the position that asks (query), column = the position it reads (key)."""
     n_layer, n_head, T, _ = maps.shape
-    fig = new_figure(2.6 * n_head + 0.8, 2.6 * n_layer + 0.4)
+    fig = new_figure(3.2 * n_head + 1.0, 3.2 * n_layer + 0.4)
     axes = fig.subplots(n_layer, n_head, squeeze=False)
     labels = [shown(c) for c in chars]
-    fontsize = max(3, min(8, 160 // T))
+    fontsize = max(3, min(9, 220 // T))  # as large as fits: 8 points for 27 characters, 3 for 64
     for layer in range(n_layer):
         for head in range(n_head):
             ax = axes[layer][head]
@@ -246,7 +246,7 @@ def draw_attention(maps, chars, path):
             if head == 0:
                 ax.set_ylabel("query: the position asking", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight (each row sums to 1)")
-    return save_png(fig, path)
+    return save_png(fig, path, dpi)
 
 
 def load_checkpoint_arg(ckpt):
@@ -289,7 +289,7 @@ def position_similarity(weight):
     return unit @ unit.T  # (T, T)
 
 
-def draw_embeddings(model, vocab, path):
+def draw_embeddings(model, vocab, path, dpi=100):
     coords, explained = embedding_pca(model.token_embedding.weight)
     similarity = position_similarity(model.position_embedding.weight)
     fig = new_figure(12, 5.4)
@@ -299,7 +299,7 @@ def draw_embeddings(model, vocab, path):
         color = "C0" if ch.islower() else "C3" if ch.isupper() else "C2" if ch.isdigit() else "black"
         chars_ax.text(x, y, shown(ch), ha="center", va="center", fontsize=10, color=color)
     chars_ax.set_title(f"character embeddings, PCA to 2-D ({100 * explained:.0f}% of the variance)\n"
-                       f"blue: lower case, red: upper case, black: punctuation and space", fontsize=10)
+                       f"blue: lower case, red: upper case, green: digits, black: punctuation, space, newline", fontsize=10)
     chars_ax.set_xlabel("principal component 1")
     chars_ax.set_ylabel("principal component 2")
     chars_ax.grid(alpha=0.3)
@@ -308,7 +308,7 @@ def draw_embeddings(model, vocab, path):
     pos_ax.set_xlabel("position")
     pos_ax.set_ylabel("position")
     fig.colorbar(image, ax=pos_ax, shrink=0.8)
-    return save_png(fig, path)
+    return save_png(fig, path, dpi)
 
 
 def embeddings_command(args):

@@ -55,6 +55,7 @@ def emit(attn, vector):
     return qkv[:C], qkv[C : 2 * C], qkv[2 * C :]  # query, key, value
 
 
+@torch.no_grad()  # a demonstration: no gradients needed
 def message_passing_attention(attn, vectors, graph):
     """One round of communication on `graph`, node by node, head by head, in plain Python loops.
 
