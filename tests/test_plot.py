@@ -11,6 +11,7 @@ import torch
 import checkpoint
 import plot
 from cli import run
+from conftest import TINY, train_main
 from test_errors import fails
 
 
@@ -77,9 +78,12 @@ def test_loss_cli_errors(tmp_path, capsys):
     assert "empty" in fails(plot.main, ["loss", tmp_path], capsys)
 
 
-def test_plotting_failure_never_stops_training(tmp_path, capsys):
-    plot.update_loss_png(tmp_path / "missing")  # no metrics: a warning, no exception
-    assert "warning" in capsys.readouterr().err
+def test_plotting_failure_never_stops_training(slice_dir, tmp_path, capsys):
+    (tmp_path / "loss.png").mkdir()  # a folder where the picture should go: drawing it must fail
+    train_main("--data_dir", slice_dir, "--out_dir", tmp_path, "--max_iters", 10, "--eval_interval", 5, *TINY)
+    err = capsys.readouterr().err
+    assert err.count("warning: could not draw") == 1  # said once, then plotting stays off for the run
+    assert checkpoint.load(tmp_path / "last.pt")["iter_num"] == 10  # and the run finished
 
 
 # -- attention
