@@ -369,3 +369,142 @@ def shakespeare_val(model, val_data, num_segments, block_size, batches=8, batch_
     totals = [lm_loss(model, *shakespeare_batch(val_data, batch_size, num_segments, block_size, generator))
               for _ in range(batches)]
     return sum(t[0] for t in totals).item() / batches, (sum(t[1] for t in totals) / batches).tolist()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. the picture, and the command line
+
+
+def reconstruction_error(num_vectors, num_basis, channels=8, seed=0):
+    """Mean squared error of fitting num_vectors random vectors (B=1, L, channels) with num_basis bases."""
+    x = torch.randn(1, num_vectors, channels, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, num_vectors, dtype=torch.float64)
+    return (reconstruct(ridge_fit(x, num_basis), t) - x).pow(2).mean().item()
+
+
+def save_reconstruction_figure(path, num_basis=16, lengths=(8, 32, 128)):
+    """One dimension of L random-walk vectors and its reconstruction from num_basis coefficients, per L."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(lengths), figsize=(3.2 * len(lengths), 2.4), sharey=True)
+    generator = torch.Generator().manual_seed(0)
+    for ax, L in zip(axes, lengths):
+        x = torch.randn(1, L, 1, generator=generator, dtype=torch.float64).cumsum(1) / math.sqrt(L / 8)  # (1, L, 1)
+        t = torch.linspace(0.0, 1.0, L, dtype=torch.float64)
+        fine = torch.linspace(0.0, 1.0, 400, dtype=torch.float64)
+        ax.plot(t, x[0, :, 0], ".", ms=3, color="0.4", label=f"{L} vectors (dimension 0)")
+        coeffs = ridge_fit(x, num_basis)  # (1, N, 1)
+        ax.plot(fine, reconstruct(coeffs, fine)[0, :, 0], color="C3", label=f"N = {num_basis} coefficients")
+        error = (reconstruct(coeffs, t) - x).pow(2).mean().item()
+        ax.set_title(f"L = {L} vectors: mean squared error {error:.3f}", fontsize=9)
+        ax.set_xlabel("t", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+@dataclass
+class LessonConfig:
+    part: str = "all"  # 'all', 'recall', 'shakespeare' or 'figure'
+    block_size: int = 16  # the window (segment length) for the recall task
+    recall_steps: int = 300  # training steps for each model on the recall task
+    train_segments: str = "2-4"  # range of segment counts seen in training (the gap is about S*block_size)
+    eval_segments: str = "2,3,4,6,8,12,16"  # segment counts at which recall accuracy is measured
+    lm_block_size: int = 32  # the window on Tiny Shakespeare
+    lm_segments: int = 4  # segments per Tiny Shakespeare training stretch
+    lm_steps: int = 300  # training steps for each model on Tiny Shakespeare
+    data_dir: str = "data/shakespeare_char"  # prepared Tiny Shakespeare (python prepare.py)
+    figure: str = "docs/figures/infinite_memory_reconstruction.png"  # where --part figure writes the PNG
+    threads: int = 1  # torch CPU threads (the lesson is small; 1 is kind to a shared machine)
+    seed: int = 0  # seed for the initial weights and the batches
+
+
+def parse_range(text, what):
+    try:
+        if "-" in text:
+            low, high = (int(v) for v in text.split("-"))
+            return low, high
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--{what} should look like 2-4 or 1,2,4, got {text!r}") from None
+
+
+def compare_recall(cfg: LessonConfig):
+    low, high = parse_range(cfg.train_segments, "train_segments")
+    eval_counts = parse_range(cfg.eval_segments, "eval_segments")
+    if not 1 <= low <= high or min(eval_counts) < 1:
+        raise UserError("segment counts must be at least 1 (and a range low-high with low <= high)")
+    config = GPTConfig(block_size=cfg.block_size, vocab_size=len(RECALL_VOCAB), n_layer=2, n_head=2, n_embd=32)
+    torch.manual_seed(cfg.seed)
+    memory_model = InfiniteMemoryGPT(config, MemoryConfig())
+    torch.manual_seed(cfg.seed)
+    window_model = WindowGPT(matching_window_config(config, memory_model.num_params()))
+    print(f"recall task: key shown at position 1, asked for at the end of segment S; window {cfg.block_size}; "
+          f"chance {1 / len(KEYS):.3f}")
+    print(f"parameters: window GPT {window_model.num_params():,} (n_embd {window_model.gpt.config.n_embd}), "
+          f"memory GPT {memory_model.num_params():,} (n_embd {config.n_embd} + memory attention)")
+    for name, model in (("window GPT", window_model), ("memory GPT", memory_model)):
+        start = time.time()
+        train_recall(model, cfg.recall_steps, cfg.block_size, (low, high), seed=cfg.seed)
+        print(f"trained {name}: {cfg.recall_steps} steps, segments {low}-{high}, {time.time() - start:.0f} s")
+    print(f"{'segments S':>10} {'gap (tokens)':>12} {'window GPT':>10} {'memory GPT':>10} {'memory floats':>13}")
+    for S in eval_counts:
+        sizes = memory_sizes(memory_model, S, cfg.block_size)
+        print(f"{S:>10} {S * cfg.block_size - 2:>12} {recall_accuracy(window_model, S, cfg.block_size):>10.3f} "
+              f"{recall_accuracy(memory_model, S, cfg.block_size):>10.3f} {sizes[-1]:>13}")
+
+
+def compare_shakespeare(cfg: LessonConfig):
+    from train import load_split
+
+    train_data = load_split(cfg.data_dir, "train", cfg.lm_segments * cfg.lm_block_size)
+    val_data = load_split(cfg.data_dir, "val", cfg.lm_segments * cfg.lm_block_size)
+    vocab_size = int(max(train_data.max(), val_data.max())) + 1
+    config = GPTConfig(block_size=cfg.lm_block_size, vocab_size=vocab_size, n_layer=2, n_head=4, n_embd=64)
+    torch.manual_seed(cfg.seed)
+    memory_model = InfiniteMemoryGPT(config, MemoryConfig(num_basis=16, num_old_samples=32))
+    torch.manual_seed(cfg.seed)
+    window_model = WindowGPT(matching_window_config(config, memory_model.num_params()))
+    print(f"Tiny Shakespeare: window {cfg.lm_block_size} chars, {cfg.lm_segments} segments per stretch, "
+          f"{cfg.lm_steps} steps of 16 stretches each")
+    print(f"parameters: window GPT {window_model.num_params():,}, memory GPT {memory_model.num_params():,}")
+    for name, model in (("window GPT", window_model), ("memory GPT", memory_model)):
+        start = time.time()
+        train_shakespeare(model, train_data, cfg.lm_steps, cfg.lm_segments, cfg.lm_block_size, seed=cfg.seed)
+        mean, per_segment = shakespeare_val(model, val_data, cfg.lm_segments, cfg.lm_block_size)
+        print(f"{name}: val loss {mean:.4f}   per segment " + " ".join(f"{v:.3f}" for v in per_segment)
+              + f"   ({time.time() - start:.0f} s)")
+
+
+def main(argv=None):
+    parser = Parser(prog="python -m lessons.infinite_memory", description="The ∞-former lesson: a continuous "
+                    "long-term memory vs the plain window GPT, on a recall task and on Tiny Shakespeare.")
+    add_dataclass_flags(parser, LessonConfig, "lesson")
+    cfg = LessonConfig(**vars(parser.parse_args(argv)))
+    if cfg.part not in ("all", "recall", "shakespeare", "figure"):
+        raise UserError(f"--part must be all, recall, shakespeare or figure, got {cfg.part!r}")
+    for name in ("block_size", "recall_steps", "lm_block_size", "lm_segments", "lm_steps", "threads"):
+        if getattr(cfg, name) < (0 if name.endswith("steps") else 1):
+            raise UserError(f"--{name} must be positive, got {getattr(cfg, name)}")
+    torch.set_num_threads(cfg.threads)
+    if cfg.part == "figure":
+        save_reconstruction_figure(cfg.figure)
+        print(f"wrote {cfg.figure}")
+        for L in (8, 16, 32, 64, 128, 256):
+            print(f"L = {L:3d} random vectors (unit variance) in N = 16 coefficients: mean squared error "
+                  f"{reconstruction_error(L, 16):.3f}")
+        return
+    if cfg.part in ("all", "recall"):
+        compare_recall(cfg)
+    if cfg.part in ("all", "shakespeare"):
+        compare_shakespeare(cfg)
+
+
+if __name__ == "__main__":
+    run(main)
