@@ -1,1 +1,1 @@
-"""Small runnable lessons that retell a part of the lecture in plain Python, each checked against model.py."""
+"""Small runnable lessons: parts of the lecture retold in plain Python, each checked by tests/."""
