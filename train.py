@@ -14,6 +14,7 @@ Writes into --out_dir:
     last.pt        the latest checkpoint (what --resume reads)
     metrics.jsonl  one JSON object per logged step: iter, tokens, train_loss, lr, ms_per_iter, tokens_per_s;
                    evaluation lines have train_loss and val_loss averaged over eval_iters batches
+    loss.png       the loss curves so far, redrawn at each evaluation (python plot.py loss OUT_DIR does the same)
 """
 
 import contextlib
@@ -30,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 import checkpoint
+import plot
 from cli import Parser, UserError, add_dataclass_flags, build, load_preset, pick_device, run
 from model import GPT, GPTConfig, make_optimizer
 from tokenizer import read_meta, tokenizer_from_meta
@@ -326,6 +328,7 @@ def main(argv=None):
         best_val_loss = min(best_val_loss, losses["val"])
         log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "train_loss": losses["train"],
              "val_loss": losses["val"], "lr": learning_rate_at(iter_num, cfg)})
+        plot.update_loss_png(out_dir, meta["vocab_size"])  # redraw OUT_DIR/loss.png; never raises
         tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                    + (" (best, saved)" if improved else ""))
         if cfg.sample_chars:
