@@ -107,11 +107,12 @@ class GPT2Tokenizer(TiktokenTokenizer):
         try:
             super().__init__(tiktoken.get_encoding(self.ENCODING))
         except (OSError, ValueError) as e:  # requests' connection errors are OSErrors; a bad hash is a ValueError
-            cache = os.environ.get("TIKTOKEN_CACHE_DIR") or "tiktoken's default cache (TIKTOKEN_CACHE_DIR unset)"
-            reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            cache = os.environ.get("TIKTOKEN_CACHE_DIR") or "tiktoken's default cache (TIKTOKEN_CACHE_DIR is not set)"
+            reason = type(e).__name__ if isinstance(e, OSError) else str(e)[:100]
             raise TokenizerUnavailable(
-                f"cannot load GPT-2's tokenizer ({self.ENCODING}): not in {cache} and the download failed ({reason}); "
-                f"connect once, or set TIKTOKEN_CACHE_DIR to a folder holding the cached {self.ENCODING} file") from None
+                f"cannot load GPT-2's tokenizer ({self.ENCODING}): it is not in {cache} and downloading it failed "
+                f"({reason}); connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder holding "
+                f"tiktoken's cached {self.ENCODING} file") from None
 
     def to_meta(self):
         return {"tokenizer": self.kind, "encoding": self.ENCODING, "vocab_size": self.VOCAB_SIZE}
