@@ -13,7 +13,8 @@ Writes into --out_dir:
     ckpt.pt        the checkpoint with the best validation loss (what sample.py reads)
     last.pt        the latest checkpoint (what --resume reads)
     metrics.jsonl  one JSON object per logged step: iter, tokens, train_loss, lr, ms_per_iter, tokens_per_s;
-                   evaluation lines have train_loss and val_loss averaged over eval_iters batches
+                   evaluation lines have train_loss and val_loss averaged over eval_iters batches, and val_bpc
+                   (validation bits per character: comparable across tokenizers)
 """
 
 import contextlib
