@@ -101,7 +101,7 @@ class GPT2Tokenizer(TiktokenTokenizer):
 
     kind = "gpt2"
     ENCODING = "r50k_base"
-    VOCAB_SIZE = 50257  # 50256 merges + the 256 bytes, and <|endoftext|> (id 50256)
+    VOCAB_SIZE = 50257  # the 256 bytes, 50,000 merges, and <|endoftext|> (id 50256)
 
     def __init__(self):
         try:
