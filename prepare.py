@@ -3,11 +3,14 @@ prepare.py -- turn a text file into the integer sequences train.py reads.
 
     python prepare.py                         # Tiny Shakespeare into data/shakespeare_char/
     python prepare.py --input my.txt --out_dir data/mine
+    python prepare.py --tokenizer gpt2        # GPT-2's BPE (tiktoken) into data/shakespeare_gpt2/
+    python prepare.py --tokenizer bpe --vocab_size 512   # train your own BPE: data/shakespeare_bpe512/
 
 Writes into --out_dir:
-    train.bin  the first 90% of the text, one uint16 per character
-    val.bin    the last 10%
-    meta.json  the tokenizer (the vocabulary as an ordered list of characters), sizes, sha256 of the input
+    train.bin  the first 90% of the characters of the text, encoded: one uint16 per token
+    val.bin    the last 10%, encoded on its own
+    meta.json  the tokenizer (what is needed to rebuild it), characters and tokens of each split, sha256 of the input
+    bpe.tiktoken  (bpe only) the learned tokens in tiktoken's rank-file format, for use outside babygpt
 """
 
 import hashlib
@@ -19,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from cli import Parser, UserError, run
-from tokenizer import META_FORMAT, META_VERSION, CharTokenizer
+from bpe import save_ranks, train_bpe
+from tokenizer import META_FORMAT, META_VERSION, BPETokenizer, CharTokenizer, GPT2Tokenizer, TokenizerUnavailable
 
-SHAKESPEARE_DIR = Path("data/shakespeare_char")
+SHAKESPEARE_DIR = Path("data/shakespeare_char")  # also where the downloaded input.txt lives
+TOKENIZERS = ("char", "gpt2", "bpe")
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TRAIN_FRACTION = 0.9
 
@@ -57,13 +62,35 @@ def read_text(path):
     return text
 
 
-def prepare(text, out_dir, source_name="input"):
-    """Tokenize `text`, split it 90/10, write train.bin, val.bin and meta.json into out_dir; return the meta."""
-    tokenizer = CharTokenizer.from_text(text)
-    if tokenizer.vocab_size > np.iinfo(np.uint16).max + 1:
-        raise UserError(f"{source_name} has {tokenizer.vocab_size} distinct characters; uint16 storage allows 65536")
+def make_tokenizer(kind, train_text, text, vocab_size, source_name):
+    """The tokenizer of kind char, gpt2 or bpe. The BPE learns from the training split only: the validation
+    text must stay unseen, or its bits per character would flatter the model."""
+    if kind == "char":
+        tokenizer = CharTokenizer.from_text(text)
+        if tokenizer.vocab_size > np.iinfo(np.uint16).max + 1:
+            raise UserError(f"{source_name} has {tokenizer.vocab_size} distinct characters; uint16 storage allows 65536")
+        return tokenizer
+    if kind == "gpt2":
+        try:
+            return GPT2Tokenizer()
+        except TokenizerUnavailable as e:
+            raise UserError(str(e)) from None
+    if not 256 <= vocab_size <= 65536:
+        raise UserError(f"--vocab_size must be between 256 (the single bytes) and 65536 (uint16 ids), got {vocab_size}")
+    print(f"training a byte-level BPE with {vocab_size} tokens on {len(train_text):,} characters ...", file=sys.stderr)
+    ranks, _ = train_bpe(train_text, vocab_size)
+    if len(ranks) < vocab_size:
+        print(f"note: the training text ran out of pairs to merge; the vocabulary has {len(ranks)} tokens", file=sys.stderr)
+    return BPETokenizer(ranks)
+
+
+def prepare(text, out_dir, source_name="input", tokenizer="char", vocab_size=512):
+    """Split `text` 90/10 by characters, tokenize each part, write train.bin, val.bin and meta.json (and
+    bpe.tiktoken for bpe) into out_dir; return the meta. Splitting the characters first (not the tokens) gives
+    every tokenizer exactly the same validation text, so their bits per character can be compared."""
     split = int(len(text) * TRAIN_FRACTION)
     train_text, val_text = text[:split], text[split:]
+    tokenizer = make_tokenizer(tokenizer, train_text, text, vocab_size, source_name)
     train_ids = np.array(tokenizer.encode(train_text), dtype=np.uint16)
     val_ids = np.array(tokenizer.encode(val_text), dtype=np.uint16)
 
@@ -72,6 +99,8 @@ def prepare(text, out_dir, source_name="input"):
         out_dir.mkdir(parents=True, exist_ok=True)
         train_ids.tofile(out_dir / "train.bin")
         val_ids.tofile(out_dir / "val.bin")
+        if tokenizer.kind == "bpe":
+            save_ranks(tokenizer.ranks, out_dir / "bpe.tiktoken")
         meta = {
             "format": META_FORMAT,
             "version": META_VERSION,
@@ -92,25 +121,33 @@ def prepare(text, out_dir, source_name="input"):
 def main(argv=None):
     parser = Parser(prog="prepare.py", description="Turn a UTF-8 text file into train.bin, val.bin and meta.json.")
     parser.add_argument("--input", help="a UTF-8 text file (default: Tiny Shakespeare, downloaded if missing)")
-    parser.add_argument("--out_dir", help="where to write (default: data/shakespeare_char, or the input's folder)")
+    parser.add_argument("--out_dir", help="where to write (default: data/shakespeare_<tokenizer>, or the input's folder)")
+    parser.add_argument("--tokenizer", choices=TOKENIZERS, default="char",
+                        help="char: one token per character (default); gpt2: GPT-2's BPE via tiktoken; "
+                             "bpe: train a byte-level BPE on the training split")
+    parser.add_argument("--vocab_size", type=int, default=512, help="tokens of the bpe vocabulary (default: 512)")
     args = parser.parse_args(argv)
 
     if args.input:
         input_path = Path(args.input)
         out_dir = Path(args.out_dir) if args.out_dir else input_path.parent
     else:
-        out_dir = Path(args.out_dir) if args.out_dir else SHAKESPEARE_DIR
-        input_path = out_dir / "input.txt"
+        default_dir = {"char": SHAKESPEARE_DIR, "gpt2": Path("data/shakespeare_gpt2"),
+                       "bpe": Path(f"data/shakespeare_bpe{args.vocab_size}")}[args.tokenizer]
+        out_dir = Path(args.out_dir) if args.out_dir else default_dir
+        input_path = (out_dir if args.out_dir else SHAKESPEARE_DIR) / "input.txt"
         if not input_path.exists():
             download_shakespeare(input_path)
     text = read_text(input_path)
-    meta = prepare(text, out_dir, source_name=input_path.name)
+    meta = prepare(text, out_dir, source_name=input_path.name, tokenizer=args.tokenizer, vocab_size=args.vocab_size)
 
-    shown = "".join(meta["vocab"]).replace("\n", "\\n")
-    print(f"{input_path}: {len(text):,} characters, {meta['vocab_size']} distinct")
-    print(f"vocabulary: {shown}")
-    print(f"train: {meta['train_tokens']:,} tokens -> {out_dir / 'train.bin'}")
-    print(f"val:   {meta['val_tokens']:,} tokens -> {out_dir / 'val.bin'}")
+    print(f"{input_path}: {len(text):,} characters; tokenizer {meta['tokenizer']}, {meta['vocab_size']} tokens")
+    if meta["tokenizer"] == "char":
+        print("vocabulary: " + "".join(meta["vocab"]).replace("\n", "\\n"))
+    for split in ("train", "val"):
+        chars, tokens = meta[f"{split}_chars"], meta[f"{split}_tokens"]
+        print(f"{split + ':':6} {chars:,} characters -> {tokens:,} tokens ({chars / max(tokens, 1):.2f} characters per token) "
+              f"-> {out_dir / (split + '.bin')}")
 
 
 if __name__ == "__main__":

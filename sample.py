@@ -19,7 +19,7 @@ import torch
 
 import checkpoint
 from cli import Parser, UserError, add_dataclass_flags, build, pick_device, run
-from tokenizer import UnknownCharacters, tokenizer_from_meta
+from tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
 MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0
@@ -93,7 +93,10 @@ def main(argv=None):
     except checkpoint.CheckpointError as e:
         hint = "" if cfg.ckpt or path.exists() else " (train one with `python train.py`, or pass --ckpt FILE)"
         raise UserError(f"{e}{hint}") from None
-    tokenizer = tokenizer_from_meta(ckpt["meta"])
+    try:
+        tokenizer = tokenizer_from_meta(ckpt["meta"])
+    except TokenizerUnavailable as e:
+        raise UserError(str(e)) from None
     prompt_ids = encode_prompt(tokenizer, read_prompt(cfg.start), cfg.unknown)
     print(f"{path}: iteration {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}, "
           f"{model.num_params():,} parameters, on {device}", file=sys.stderr)
@@ -101,13 +104,14 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(cfg.seed)
     idx = torch.tensor([prompt_ids] * cfg.num_samples, dtype=torch.long, device=device)  # (N, T)
     if cfg.num_samples == 1:
-        # stream: one character at a time, printed as soon as it exists
+        # stream: one token at a time, printed as soon as it makes whole characters
         sys.stdout.write(tokenizer.decode(prompt_ids))
+        stream = StreamDecoder(tokenizer)
         for _ in range(cfg.max_new_tokens):
             idx = model.generate(idx, 1, cfg.temperature, cfg.top_k, generator)  # (1, T+1)
-            sys.stdout.write(tokenizer.decode([idx[0, -1].item()]))
+            sys.stdout.write(stream.add(idx[0, -1].item()))
             sys.stdout.flush()
-        sys.stdout.write("\n")
+        sys.stdout.write(stream.flush() + "\n")
     else:
         out = model.generate(idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, generator)  # (N, T+new)
         print(SEPARATOR.join(tokenizer.decode(row.tolist()) for row in out))

@@ -1,12 +1,25 @@
 """
 Text <-> integers. The lecture's first step: every character gets an integer.
 
-The vocabulary (the sorted list of distinct characters of the input) is stored in meta.json next to the
-data, and copied into every checkpoint, so a model can always be decoded without the data folder.
+Three tokenizers, chosen with `prepare.py --tokenizer`:
+    char  one token per character; the vocabulary is the sorted list of the input's distinct characters
+    gpt2  GPT-2's byte-level BPE (tiktoken's r50k_base, 50257 tokens), fixed, trained by OpenAI on web text
+    bpe   a byte-level BPE you train on your own text (bpe.py), with the vocabulary size you choose
+What is needed to rebuild the tokenizer is stored in meta.json next to the data, and copied into every
+checkpoint, so a model can always be decoded without the data folder (gpt2 also needs tiktoken's cached file).
+
+Because the tokenizers cut text differently, compare models in bits per character, never in loss per token.
 """
 
+import codecs
 import json
+import math
+import os
 from pathlib import Path
+
+import tiktoken
+
+from bpe import SPLIT_PATTERNS, ranks_from_base64, ranks_to_base64
 
 META_FORMAT = "babygpt-meta"
 META_VERSION = 1
@@ -48,12 +61,120 @@ class CharTokenizer:
         """list of ints -> str."""
         return "".join(self.vocab[i] for i in ids)
 
+    def token_bytes(self, token_id):
+        return self.vocab[token_id].encode("utf-8")
+
     def to_meta(self):
         return {"tokenizer": self.kind, "vocab": self.vocab, "vocab_size": self.vocab_size}
 
 
+class TokenizerUnavailable(Exception):
+    """The tokenizer's files cannot be had (gpt2 without tiktoken's cached file and without network)."""
+
+
+class TiktokenTokenizer:
+    """A byte-level BPE run by tiktoken (its fast Rust core): text -> UTF-8 bytes -> tokens. Every string can
+    be encoded (any byte is a token), so there are no unknown characters; `unknown` is accepted and ignored."""
+
+    def __init__(self, encoding):
+        self.encoding = encoding
+
+    @property
+    def vocab_size(self):
+        return self.encoding.n_vocab
+
+    def encode(self, text, unknown="error"):
+        return self.encoding.encode_ordinary(text)  # ordinary: "<|endoftext|>" in the text is just text
+
+    def decode(self, ids):
+        """list of ints -> str. A sequence the model made up may cut a UTF-8 character in half; such bytes
+        become U+FFFD (the replacement character) instead of an error."""
+        return self.encoding.decode(ids, errors="replace")
+
+    def token_bytes(self, token_id):
+        return self.encoding.decode_single_token_bytes(token_id)
+
+
+class GPT2Tokenizer(TiktokenTokenizer):
+    """GPT-2's BPE: tiktoken's r50k_base. tiktoken downloads its rank file once and caches it in the folder
+    named by TIKTOKEN_CACHE_DIR (or a temp folder); offline, that cached file is all it needs."""
+
+    kind = "gpt2"
+    ENCODING = "r50k_base"
+    VOCAB_SIZE = 50257  # the 256 bytes, 50,000 merges, and <|endoftext|> (id 50256)
+
+    def __init__(self):
+        try:
+            super().__init__(tiktoken.get_encoding(self.ENCODING))
+        except (OSError, ValueError) as e:  # requests' connection errors are OSErrors; a bad hash is a ValueError
+            cache = os.environ.get("TIKTOKEN_CACHE_DIR") or "tiktoken's default cache (TIKTOKEN_CACHE_DIR is not set)"
+            reason = type(e).__name__ if isinstance(e, OSError) else str(e)[:100]
+            raise TokenizerUnavailable(
+                f"cannot load GPT-2's tokenizer ({self.ENCODING}): it is not in {cache} and downloading it failed "
+                f"({reason}); connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder holding "
+                f"tiktoken's cached {self.ENCODING} file") from None
+
+    def to_meta(self):
+        return {"tokenizer": self.kind, "encoding": self.ENCODING, "vocab_size": self.VOCAB_SIZE}
+
+
+class BPETokenizer(TiktokenTokenizer):
+    """A byte-level BPE trained by bpe.py: `ranks` lists the token byte strings, token id = index."""
+
+    kind = "bpe"
+
+    def __init__(self, ranks, pattern="gpt2"):
+        self.ranks, self.pattern = list(ranks), pattern
+        super().__init__(tiktoken.Encoding(
+            name=f"babygpt-bpe-{len(self.ranks)}", pat_str=SPLIT_PATTERNS[pattern],
+            mergeable_ranks={token: rank for rank, token in enumerate(self.ranks)}, special_tokens={}))
+
+    def to_meta(self):
+        # base64 keeps arbitrary bytes (half of a UTF-8 character, say) as plain JSON text
+        return {"tokenizer": self.kind, "pattern": self.pattern, "vocab_size": len(self.ranks),
+                "ranks": ranks_to_base64(self.ranks)}
+
+
+class StreamDecoder:
+    """Token ids in, text out, one token at a time, for printing while sampling. With a byte-level BPE a token
+    can end in the middle of a UTF-8 character ("é" is 2 bytes, which may sit in two tokens): the incremental
+    UTF-8 decoder holds such bytes back until the character is complete, so only whole characters come out."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def add(self, token_id):
+        return self.utf8.decode(self.tokenizer.token_bytes(token_id))
+
+    def flush(self):
+        """Whatever is still held back (an unfinished character) -- as U+FFFD."""
+        return self.utf8.decode(b"", final=True)
+
+
+def bits_per_character(mean_token_loss, num_tokens, num_chars):
+    """Cross-entropy in bits per character of text, the unit in which different tokenizers can be compared.
+    mean_token_loss is in nats per token; times num_tokens it is the total nats the model needs for the text;
+    spread over its num_chars characters and divided by ln 2 (nats -> bits), it is bits per character."""
+    return mean_token_loss * num_tokens / num_chars / math.log(2)
+
+
+# what defines each kind of tokenizer (besides vocab_size): equal values mean the same token ids
+DEFINING_KEYS = {"char": ("vocab",), "gpt2": ("encoding",), "bpe": ("pattern", "ranks")}
+
+
+def same_tokenizer(meta_a, meta_b):
+    """True if two (validated) metas describe the same tokenizer, i.e. the same text -> ids mapping."""
+    kind = meta_a["tokenizer"]
+    return kind == meta_b["tokenizer"] and all(meta_a[k] == meta_b[k] for k in ("vocab_size", *DEFINING_KEYS[kind]))
+
+
 def tokenizer_from_meta(meta):
-    """Rebuild the tokenizer described by a (validated) meta dict."""
+    """Rebuild the tokenizer described by a (validated) meta dict. gpt2 may raise TokenizerUnavailable."""
+    if meta["tokenizer"] == "gpt2":
+        return GPT2Tokenizer()
+    if meta["tokenizer"] == "bpe":
+        return BPETokenizer(ranks_from_base64(meta["ranks"]), meta["pattern"])
     return CharTokenizer(meta["vocab"])
 
 
@@ -64,8 +185,15 @@ def validate_meta(meta, source):
     if meta.get("format", META_FORMAT) != META_FORMAT or meta.get("version", META_VERSION) != META_VERSION:
         raise ValueError(f"{source}: not a babygpt meta.json version {META_VERSION} "
                          f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
-    if meta.get("tokenizer") != "char":
-        raise ValueError(f"{source}: unknown tokenizer {meta.get('tokenizer')!r} (expected 'char')")
+    if meta.get("tokenizer") not in DEFINING_KEYS:
+        raise ValueError(f"{source}: unknown tokenizer {meta.get('tokenizer')!r} (expected one of {', '.join(DEFINING_KEYS)})")
+    for key in ("train_chars", "val_chars", "train_tokens", "val_tokens"):  # absent in hand-made metas: fine
+        if key in meta and not (type(meta[key]) is int and meta[key] >= 0):
+            raise ValueError(f"{source}: {key} must be a non-negative integer, got {meta[key]!r}")
+    if meta["tokenizer"] == "gpt2":
+        return validate_gpt2_meta(meta, source)
+    if meta["tokenizer"] == "bpe":
+        return validate_bpe_meta(meta, source)
     vocab = meta.get("vocab")
     if not isinstance(vocab, list) or not all(isinstance(ch, str) and len(ch) == 1 for ch in vocab):
         raise ValueError(f"{source}: 'vocab' must be a list of single characters")
@@ -73,6 +201,42 @@ def validate_meta(meta, source):
         raise ValueError(f"{source}: 'vocab' has repeated characters")
     if type(meta.get("vocab_size")) is not int or meta["vocab_size"] != len(vocab):  # `type is int`: True == 1 otherwise
         raise ValueError(f"{source}: vocab_size {meta.get('vocab_size')!r} does not match the {len(vocab)} characters of 'vocab'")
+    return meta
+
+
+def validate_gpt2_meta(meta, source):
+    if meta.get("encoding") != GPT2Tokenizer.ENCODING:
+        raise ValueError(f"{source}: gpt2 tokenizer with encoding {meta.get('encoding')!r} (expected {GPT2Tokenizer.ENCODING!r})")
+    if meta.get("vocab_size") != GPT2Tokenizer.VOCAB_SIZE:
+        raise ValueError(f"{source}: vocab_size {meta.get('vocab_size')!r} does not match gpt2's {GPT2Tokenizer.VOCAB_SIZE}")
+    return meta
+
+
+def validate_bpe_meta(meta, source):
+    """A byte-level BPE table must start with the 256 single bytes, and every later token must be two earlier
+    tokens glued together (that is what a merge makes; tiktoken's encoder relies on it)."""
+    if meta.get("pattern") not in SPLIT_PATTERNS:
+        raise ValueError(f"{source}: unknown split pattern {meta.get('pattern')!r} (expected one of {', '.join(SPLIT_PATTERNS)})")
+    strings = meta.get("ranks")
+    if not isinstance(strings, list) or not all(isinstance(s, str) for s in strings):
+        raise ValueError(f"{source}: 'ranks' must be a list of base64 strings")
+    try:
+        ranks = ranks_from_base64(strings)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    if meta.get("vocab_size") != len(ranks):
+        raise ValueError(f"{source}: vocab_size {meta.get('vocab_size')!r} does not match the {len(ranks)} tokens of 'ranks'")
+    if not 256 <= len(ranks) <= 65536:
+        raise ValueError(f"{source}: a byte-level BPE has 256 to 65536 tokens (uint16 ids), got {len(ranks)}")
+    if ranks[:256] != [bytes([b]) for b in range(256)]:
+        raise ValueError(f"{source}: the first 256 tokens of 'ranks' must be the single bytes 0..255 in order")
+    seen = set(ranks[:256])
+    for rank, token in enumerate(ranks[256:], start=256):
+        if token in seen:
+            raise ValueError(f"{source}: token {rank} repeats an earlier token")
+        if not any(token[:cut] in seen and token[cut:] in seen for cut in range(1, len(token))):
+            raise ValueError(f"{source}: token {rank} is not a merge of two earlier tokens")
+        seen.add(token)
     return meta
 
 
@@ -85,4 +249,10 @@ def read_meta(data_dir):
         raise FileNotFoundError(f"{path} not found: run `python prepare.py --out_dir {data_dir}` first") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e})") from None
-    return validate_meta(meta, str(path))
+    validate_meta(meta, str(path))
+    for key in ("train_chars", "val_chars", "train_tokens", "val_tokens"):  # train.py needs them for bits/char
+        if key not in meta:
+            raise ValueError(f"{path}: {key} is missing; run prepare.py again")
+    if meta["val_chars"] < 1:
+        raise ValueError(f"{path}: val_chars must be at least 1")
+    return meta

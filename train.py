@@ -15,7 +15,9 @@ Writes into --out_dir:
     last.pt        the latest checkpoint (what --resume reads): written at each evaluation, every
                    save_interval steps, and when the run is stopped by Ctrl-C or SIGTERM
     metrics.jsonl  one JSON object per logged step: iter, tokens, train_loss, lr, ms_per_iter, tokens_per_s;
-                   evaluation lines have train_loss and val_loss averaged over eval_iters batches
+                   evaluation lines have train_loss and val_loss averaged over eval_iters batches, and val_bpc
+                   (validation bits per character: comparable across tokenizers)
+    loss.png       the loss curves so far, redrawn at each evaluation (python plot.py loss OUT_DIR does the same)
 """
 
 import contextlib
@@ -34,9 +36,10 @@ import torch
 from tqdm import tqdm
 
 import checkpoint
+import plot
 from cli import Parser, UserError, add_dataclass_flags, build, load_preset, pick_device, run
 from model import GPT, GPTConfig, make_optimizer
-from tokenizer import read_meta, tokenizer_from_meta
+from tokenizer import TokenizerUnavailable, bits_per_character, read_meta, same_tokenizer, tokenizer_from_meta
 
 
 @dataclass
@@ -330,12 +333,12 @@ def train(argv, stop):
     # -- the data and its vocabulary
     try:
         meta = read_meta(cfg.data_dir)
-    except (FileNotFoundError, ValueError) as e:
+        tokenizer = tokenizer_from_meta(meta)
+    except (FileNotFoundError, ValueError, TokenizerUnavailable) as e:
         raise UserError(str(e)) from None
-    tokenizer = tokenizer_from_meta(meta)
     model_config = build(GPTConfig, {**model_values, "vocab_size": meta["vocab_size"]}, "invalid model setting")
-    if resumed and resumed["meta"]["vocab"] != meta["vocab"]:
-        raise UserError(f"the vocabulary in {cfg.data_dir} differs from the one {out_dir / 'last.pt'} was trained on; "
+    if resumed and not same_tokenizer(resumed["meta"], meta):
+        raise UserError(f"the tokenizer (vocabulary) in {cfg.data_dir} differs from the one {out_dir / 'last.pt'} was trained on; "
                         f"resume with the same --data_dir")
     train_data = load_split(cfg.data_dir, "train", model_config.block_size)
     val_data = load_split(cfg.data_dir, "val", model_config.block_size)
@@ -445,9 +448,14 @@ def train(argv, stop):
             raise UserError(diverged_message(f"the evaluation loss is {losses['val']}", iter_num, cfg, dtype, last_saved))
         improved = losses["val"] < best_val_loss
         best_val_loss = min(best_val_loss, losses["val"])
+        # Loss per token depends on the tokenizer; bits per character of the same validation text does not.
+        # losses["val"] is the mean loss per token over random windows of val.bin, an estimate of the mean over
+        # all its val_tokens tokens; times val_tokens it is the total nats for the val text's val_chars characters.
+        val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])
         log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "train_loss": losses["train"],
-             "val_loss": losses["val"], "lr": learning_rate_at(iter_num, cfg)})
-        tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+             "val_loss": losses["val"], "val_bpc": val_bpc, "lr": learning_rate_at(iter_num, cfg)})
+        plot.update_loss_png(out_dir, meta["vocab_size"])  # redraw OUT_DIR/loss.png; never raises
+        tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} ({val_bpc:.3f} bits/char)"
                    + (" (best, saved)" if improved else ""))
         if cfg.sample_chars:
             tqdm.write("sample: " + sample_text(model, tokenizer, cfg.sample_chars, device, cfg.seed).replace("\n", "\n        "))

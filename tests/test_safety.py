@@ -59,7 +59,7 @@ def edit_json(path, change):
 @pytest.mark.parametrize("change, message", [
     (lambda m: m.update(vocab_size=m["vocab_size"] + 1), "vocab_size 59 does not match the 58 characters"),
     (lambda m: m.update(vocab_size=str(m["vocab_size"])), "vocab_size '58' does not match"),
-    (lambda m: m.update(tokenizer="bpe"), "unknown tokenizer 'bpe'"),
+    (lambda m: m.update(tokenizer="wordpiece"), "unknown tokenizer 'wordpiece'"),
     (lambda m: m.pop("tokenizer"), "unknown tokenizer None"),
     (lambda m: m.update(vocab="".join(m["vocab"])), "'vocab' must be a list of single characters"),
     (lambda m: m.update(vocab=m["vocab"][:-1] + ["ab"]), "'vocab' must be a list of single characters"),
@@ -99,7 +99,7 @@ def tampered_checkpoint(trained_run, tmp_path, change):
 
 @pytest.mark.parametrize("change, message", [
     (lambda s: s["meta"].update(vocab_size=3), "(meta): vocab_size 3 does not match"),
-    (lambda s: s["meta"].update(tokenizer="gpt2"), "(meta): unknown tokenizer 'gpt2'"),
+    (lambda s: s["meta"].update(tokenizer="wordpiece"), "(meta): unknown tokenizer 'wordpiece'"),
     (lambda s: s["meta"].update(vocab=s["meta"]["vocab"][:10], vocab_size=10), "model_config has vocab_size 58 but meta has 10"),
     (lambda s: s["model_config"].update(n_head=5), "invalid model_config (n_embd (32) must be divisible by n_head (5))"),
     (lambda s: s["model_config"].update(n_embd=64), "the weights do not fit model_config"),

@@ -1,0 +1,1 @@
+"""Small runnable lessons: parts of the lecture retold in plain Python, each checked by tests/."""

@@ -1,0 +1,353 @@
+"""
+plot.py -- look inside a run and a model: loss curves, attention maps, embeddings. Writes PNG files.
+
+    python plot.py loss out                          # out/loss.png: train/val loss, learning rate, ln(V)
+    python plot.py loss out-a out-b --out cmp.png    # several runs overlaid, to compare experiments
+    python plot.py attention --ckpt out --text "ROMEO: But soft"   # out/attention.png: layer x head grid
+    python plot.py embeddings --ckpt out             # out/embeddings.png: characters in 2-D, positions
+    python plot.py attention --help                  # the flags of one subcommand
+
+Each picture has two halves here: a function that prepares the numbers (loss_curves, attention_maps,
+embedding_pca, position_similarity -- the tests check these against the metrics file and the model) and
+a function that draws them. matplotlib is imported only when drawing, with the Agg backend, so this works
+without a display (on a server, in tests) and `import plot` costs nothing in train.py.
+"""
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+import checkpoint
+from cli import Parser, UserError, run
+from tokenizer import UnknownCharacters, tokenizer_from_meta
+
+# Characters that are invisible as tick labels get a visible stand-in.
+SHOWN_AS = {"\n": "⏎", " ": "␣", "\t": "⇥"}
+
+
+def shown(ch):
+    return SHOWN_AS.get(ch, ch)
+
+
+def new_figure(width, height, layout="constrained"):
+    """A matplotlib Figure drawn by the Agg canvas: no window, no display needed, no global pyplot state.
+    layout=None skips the automatic layout (it is most of the drawing time) for figures drawn often."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig, path, dpi=100):
+    """Write atomically (temporary file, then rename), so a reader never sees half a PNG."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# loss curves, from OUT_DIR/metrics.jsonl
+
+
+def read_metrics(out_dir):
+    """The records train.py wrote to OUT_DIR/metrics.jsonl, in order. A half-written last line (the run is
+    still writing it) is ignored; a broken line anywhere else is an error."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir} is not a folder (give the --out_dir of a training run)")
+    if not path.is_file():
+        raise UserError(f"{path} not found: train there first (python train.py --out_dir {out_dir})")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UserError(f"{path} line {number} is not JSON") from None
+    if not records:
+        raise UserError(f"{path} is empty: the run has not logged anything yet")
+    return records
+
+
+def loss_curves(records):
+    """Split metrics records into the series the loss plot draws. Each series is a dict of equal-length lists.
+        batch: every logged step -- iter, tokens, train_loss (of that one batch: noisy), lr
+        eval:  every evaluation  -- iter, tokens, train_loss and val_loss (averaged over eval_iters batches)
+    Evaluation lines are the ones with a val_loss; a resumed run can repeat an iteration, the later line wins."""
+    batch, evals = {}, {}
+    for r in records:
+        (evals if "val_loss" in r else batch)[r["iter"]] = r
+    series = {
+        "batch": {key: [batch[i][key] for i in sorted(batch)] for key in ("iter", "tokens", "train_loss", "lr")},
+        "eval": {key: [evals[i][key] for i in sorted(evals)] for key in ("iter", "tokens", "train_loss", "val_loss")},
+    }
+    return series
+
+
+def vocab_size_of_run(out_dir):
+    """The vocabulary size stored in the run's checkpoint (None if it has none yet)."""
+    for name in ("ckpt.pt", "last.pt"):
+        try:
+            return checkpoint.load(Path(out_dir) / name)["meta"]["vocab_size"]
+        except checkpoint.CheckpointError:
+            continue
+    return None
+
+
+def draw_loss(runs, path, dpi=100):
+    """runs: list of (label, loss_curves(...) series, vocab_size or None). Left: loss against iteration, with
+    the learning rate on a second axis; right: loss against tokens seen. Dashed grey: ln(vocab_size), the loss
+    of a model that guesses uniformly -- where a fresh model starts."""
+    fig = new_figure(11, 4.2, layout=None)  # fixed margins: train.py redraws this at every evaluation
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92, wspace=0.32)
+    by_iter, by_tokens = fig.subplots(1, 2)
+    lr_axis = by_iter.twinx()
+    colors = [f"C{i}" for i in range(10)]
+    for n, (label, series, _) in enumerate(runs):
+        color = colors[n % len(colors)]
+        batch, evals = series["batch"], series["eval"]
+        for ax, x in ((by_iter, "iter"), (by_tokens, "tokens")):
+            ax.plot(batch[x], batch["train_loss"], color=color, alpha=0.3, lw=0.8,
+                    label=f"{label}: train (one batch)" if ax is by_iter else None)
+            ax.plot(evals[x], evals["train_loss"], color=color, ls=":", marker=".",
+                    label=f"{label}: train (eval)" if ax is by_iter else None)
+            ax.plot(evals[x], evals["val_loss"], color=color, marker="o", ms=3,
+                    label=f"{label}: val" if ax is by_iter else None)
+        lr_axis.plot(batch["iter"], batch["lr"], color=color, ls="--", lw=0.8, alpha=0.6)
+    for vocab_size in sorted({v for _, _, v in runs if v}):
+        for ax in (by_iter, by_tokens):
+            ax.axhline(math.log(vocab_size), color="grey", ls="--", lw=1,
+                       label=f"ln({vocab_size}) = {math.log(vocab_size):.2f}: uniform guess" if ax is by_iter else None)
+    by_iter.set_xlabel("iteration")
+    by_iter.set_ylabel("cross-entropy loss (nats)")
+    lr_axis.set_ylabel("learning rate (dashed)", color="grey")
+    lr_axis.tick_params(axis="y", colors="grey")
+    by_tokens.set_xlabel("tokens seen")
+    by_tokens.set_ylabel("cross-entropy loss (nats)")
+    by_iter.set_title("loss against iteration (learning rate on the right)")
+    by_tokens.set_title("loss against tokens seen")
+    by_iter.legend(fontsize=7, loc="upper right")
+    for ax in (by_iter, by_tokens):
+        ax.grid(alpha=0.3)
+    return save_png(fig, path, dpi)
+
+
+_PLOTTING_FAILED = set()  # the out_dirs whose loss.png could not be drawn: warn once, then stop trying
+
+
+def update_loss_png(out_dir, vocab_size=None):
+    """What train.py calls after each evaluation: redraw OUT_DIR/loss.png (about 0.1 s; the first call also
+    imports matplotlib, about 0.5 s). It never raises: a plotting problem (no matplotlib, a full disk) prints
+    one warning and plotting stays off for that run -- a picture is never worth a crashed training run."""
+    if str(out_dir) in _PLOTTING_FAILED:
+        return
+    try:
+        series = loss_curves(read_metrics(out_dir))
+        draw_loss([(Path(out_dir).name, series, vocab_size)], Path(out_dir) / "loss.png")
+    except Exception as e:  # noqa: BLE001
+        _PLOTTING_FAILED.add(str(out_dir))
+        print(f"warning: could not draw {Path(out_dir) / 'loss.png'} ({type(e).__name__}: {e}); "
+              f"plotting is off for this run", file=sys.stderr)
+
+
+def loss_command(args):
+    runs = [(str(d), loss_curves(read_metrics(d)), vocab_size_of_run(d)) for d in args.out_dirs]
+    out = args.out or (Path(args.out_dirs[0]) / "loss.png" if len(args.out_dirs) == 1 else "loss.png")
+    print(f"wrote {draw_loss(runs, out)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# attention maps: the real weights, recomputed from what each attention module received
+
+
+def attention_weights(attn, x, causal=True):
+    """softmax(q k^T / sqrt(hs)) for one CausalSelfAttention module `attn` and its input x (B, T, C), computed
+    from the module's own c_attn weights, exactly as its forward does. Returns (B, nh, T, T): row t says how
+    much position t takes from each position; with causal=True the upper triangle (the future) is 0."""
+    B, T, C = x.shape
+    q, k, _ = attn.c_attn(x).split(C, dim=2)  # 2 x (B, T, C)
+    q = q.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2)  # (B, nh, T, hs)
+    k = k.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2)  # (B, nh, T, hs)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, T)
+    if causal:
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)  # (T, T) above the diagonal
+        scores = scores.masked_fill(future, float("-inf"))
+    return F.softmax(scores, dim=-1)  # (B, nh, T, T)
+
+
+@torch.no_grad()
+def record_attention_calls(model, idx):
+    """Run model(idx) once and record, for every block, what its attention module received and returned:
+    a list of dicts {x (B, T, C), causal, out (B, T, C)}, one per layer. Forward hooks do the recording, so
+    model.py needs no extra code for it; they are removed again before returning."""
+    calls, handles = [], []
+
+    def hook(module, args, kwargs, output):
+        calls.append({"x": args[0].detach(), "causal": kwargs.get("causal", True), "out": output.detach()})
+
+    for block in model.blocks:
+        handles.append(block.attn.register_forward_hook(hook, with_kwargs=True))
+    try:
+        model(idx)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+@torch.no_grad()
+def attention_maps(model, idx):
+    """The attention weights of every layer and head for the tokens idx (B, T): (n_layer, B, nh, T, T)."""
+    calls = record_attention_calls(model, idx)
+    return torch.stack([attention_weights(block.attn, c["x"], c["causal"]) for block, c in zip(model.blocks, calls)])
+
+
+def encode_text(tokenizer, text, block_size):
+    """--text -> (1, T) token ids; longer texts keep their last block_size characters (what the model sees)."""
+    if not text:
+        raise UserError("--text is empty: give a few characters, e.g. --text 'ROMEO: But soft'")
+    try:
+        ids = tokenizer.encode(text)
+    except UnknownCharacters as e:
+        raise UserError(f"--text has {e}") from None
+    return torch.tensor([ids[-block_size:]], dtype=torch.long)  # (1, T)
+
+
+def draw_attention(maps, chars, path, dpi=100):
+    """maps: (n_layer, nh, T, T) for one text; chars: its T characters. One heatmap per layer (rows) and head
+    (columns). In each, row = the position that asks (query), column = the position it reads (key)."""
+    n_layer, n_head, T, _ = maps.shape
+    fig = new_figure(3.2 * n_head + 1.0, 3.2 * n_layer + 0.4)
+    axes = fig.subplots(n_layer, n_head, squeeze=False)
+    labels = [shown(c) for c in chars]
+    fontsize = max(3, min(9, 220 // T))  # as large as fits: 8 points for 27 characters, 3 for 64
+    for layer in range(n_layer):
+        for head in range(n_head):
+            ax = axes[layer][head]
+            image = ax.imshow(maps[layer, head].numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_xticks(range(T), labels, fontsize=fontsize)
+            ax.set_yticks(range(T), labels, fontsize=fontsize)
+            ax.tick_params(length=0, pad=1)
+            ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+            if layer == n_layer - 1:
+                ax.set_xlabel("key: the position read", fontsize=8)
+            if head == 0:
+                ax.set_ylabel("query: the position asking", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight (each row sums to 1)")
+    return save_png(fig, path, dpi)
+
+
+def load_checkpoint_arg(ckpt):
+    """--ckpt is a run's folder (its ckpt.pt is read) or a checkpoint file."""
+    path = checkpoint.resolve(ckpt) if Path(ckpt).is_dir() else Path(ckpt)
+    try:
+        state = checkpoint.load(path)
+    except checkpoint.CheckpointError as e:
+        raise UserError(str(e)) from None
+    return state, checkpoint.load_model(state), path.parent
+
+
+def attention_command(args):
+    state, model, run_dir = load_checkpoint_arg(args.ckpt)
+    tokenizer = tokenizer_from_meta(state["meta"])
+    idx = encode_text(tokenizer, args.text, model.config.block_size)  # (1, T)
+    maps = attention_maps(model, idx)[:, 0]  # (n_layer, nh, T, T)
+    print(f"wrote {draw_attention(maps, tokenizer.decode(idx[0].tolist()), args.out or run_dir / 'attention.png')}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# embeddings: what the model learned a character and a position to be
+
+
+@torch.no_grad()
+def embedding_pca(weight):
+    """Project the rows of weight (N, C) onto their 2 directions of largest variance (PCA via the SVD).
+    Returns (coords (N, 2), the fraction of the total variance those 2 directions hold)."""
+    centered = weight.float() - weight.float().mean(dim=0)  # (N, C)
+    _, singular_values, vh = torch.linalg.svd(centered, full_matrices=False)  # vh: (min(N, C), C)
+    coords = centered @ vh[:2].T  # (N, 2)
+    variance = singular_values**2
+    return coords, float(variance[:2].sum() / variance.sum())
+
+
+@torch.no_grad()
+def position_similarity(weight):
+    """Cosine similarity between every pair of position embeddings: weight (T, C) -> (T, T)."""
+    unit = F.normalize(weight.float(), dim=1)  # (T, C), each row of length 1
+    return unit @ unit.T  # (T, T)
+
+
+def draw_embeddings(model, vocab, path, dpi=100):
+    coords, explained = embedding_pca(model.token_embedding.weight)
+    similarity = position_similarity(model.position_embedding.weight)
+    fig = new_figure(12, 5.4)
+    chars_ax, pos_ax = fig.subplots(1, 2, width_ratios=[1.15, 1])
+    chars_ax.scatter(coords[:, 0], coords[:, 1], s=0)  # invisible points: they set the axis limits
+    for (x, y), ch in zip(coords.tolist(), vocab):
+        color = "C0" if ch.islower() else "C3" if ch.isupper() else "C2" if ch.isdigit() else "black"
+        chars_ax.text(x, y, shown(ch), ha="center", va="center", fontsize=10, color=color)
+    chars_ax.set_title(f"character embeddings, PCA to 2-D ({100 * explained:.0f}% of the variance)\n"
+                       f"blue: lower case, red: upper case, green: digits, black: punctuation, space, newline", fontsize=10)
+    chars_ax.set_xlabel("principal component 1")
+    chars_ax.set_ylabel("principal component 2")
+    chars_ax.grid(alpha=0.3)
+    image = pos_ax.imshow(similarity.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    pos_ax.set_title("position embeddings: cosine similarity", fontsize=10)
+    pos_ax.set_xlabel("position")
+    pos_ax.set_ylabel("position")
+    fig.colorbar(image, ax=pos_ax, shrink=0.8)
+    return save_png(fig, path, dpi)
+
+
+def embeddings_command(args):
+    state, model, run_dir = load_checkpoint_arg(args.ckpt)
+    print(f"wrote {draw_embeddings(model, state['meta']['vocab'], args.out or run_dir / 'embeddings.png')}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = Parser(prog="plot.py", description="Draw what a run and a model contain, as PNG files.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("loss", help="train/val loss against iteration and tokens, learning rate, ln(vocab_size)",
+                            description="Loss curves of one or more runs, overlaid (read from OUT_DIR/metrics.jsonl).")
+    p.add_argument("out_dirs", nargs="+", metavar="OUT_DIR", help="the --out_dir of a training run")
+    p.add_argument("--out", help="PNG to write (default: OUT_DIR/loss.png for one run, ./loss.png for several)")
+    p.set_defaults(func=loss_command)
+
+    p = commands.add_parser("attention", help="layer x head grid of attention heatmaps for a text",
+                            description="The attention weights of every layer and head for --text, as heatmaps.")
+    p.add_argument("--ckpt", required=True, help="a run's folder (its ckpt.pt is read) or a checkpoint file")
+    p.add_argument("--text", required=True, help="the text to look at (its last block_size characters are used)")
+    p.add_argument("--out", help="PNG to write (default: attention.png beside the checkpoint)")
+    p.set_defaults(func=attention_command)
+
+    p = commands.add_parser("embeddings", help="character embeddings in 2-D (PCA), position-embedding similarity",
+                            description="Character embeddings projected to 2-D by PCA, and the cosine similarity "
+                                        "of the position embeddings.")
+    p.add_argument("--ckpt", required=True, help="a run's folder (its ckpt.pt is read) or a checkpoint file")
+    p.add_argument("--out", help="PNG to write (default: embeddings.png beside the checkpoint)")
+    p.set_defaults(func=embeddings_command)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,168 @@
+"""plot.py: the pictures are drawn without a display, and what they show is the real data."""
+
+import json
+import math
+import shutil
+import struct
+
+import pytest
+import torch
+
+import checkpoint
+import plot
+from cli import run
+from conftest import TINY, train_main
+from test_errors import fails
+
+
+def png_size(path):
+    """(width, height) of a PNG file, read from its header; fails if the file is not a PNG."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def assert_sensible_png(path):
+    width, height = png_size(path)
+    assert 300 <= width <= 3000 and 200 <= height <= 3000, (width, height)
+    assert 5_000 < path.stat().st_size < 1_000_000
+
+
+def load_run(out_dir):
+    state = checkpoint.load(checkpoint.resolve(out_dir))
+    return state, checkpoint.load_model(state)
+
+
+# -- loss
+
+
+def test_training_draws_loss_png_and_the_curves_are_the_metrics_file(trained_run):
+    assert_sensible_png(trained_run / "loss.png")  # train.py drew it at the evaluations
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    series = plot.loss_curves(plot.read_metrics(trained_run))
+    evals = [r for r in records if "val_loss" in r]
+    steps = [r for r in records if "val_loss" not in r]
+    assert series["eval"]["iter"] == [0, 20, 40]  # --max_iters 40 --eval_interval 20
+    assert series["eval"]["val_loss"] == [r["val_loss"] for r in evals]
+    assert series["eval"]["train_loss"] == [r["train_loss"] for r in evals]
+    assert series["eval"]["tokens"] == [r["tokens"] for r in evals]
+    assert series["batch"]["iter"] == [r["iter"] for r in steps] == list(range(5, 41, 5))
+    assert series["batch"]["train_loss"] == [r["train_loss"] for r in steps]
+    assert series["batch"]["lr"] == [r["lr"] for r in steps]
+    # a fresh model guesses uniformly: its first loss is close to the dashed line at ln(vocab_size)
+    vocab_size = plot.vocab_size_of_run(trained_run)
+    assert abs(series["eval"]["val_loss"][0] - math.log(vocab_size)) < 0.1
+
+
+def test_a_resumed_iteration_is_drawn_once_with_its_latest_value():
+    records = [{"iter": 10, "tokens": 80, "train_loss": 3.0, "lr": 1e-3},
+               {"iter": 10, "tokens": 80, "train_loss": 2.5, "lr": 1e-3}]
+    assert plot.loss_curves(records)["batch"]["train_loss"] == [2.5]
+
+
+def test_loss_cli_overlays_several_runs(trained_run, tmp_path, capsys):
+    other = tmp_path / "other-run"  # a second run's metrics (no checkpoint: no ln(V) line for it, no error)
+    other.mkdir()
+    shutil.copy(trained_run / "metrics.jsonl", other / "metrics.jsonl")
+    out = tmp_path / "compare.png"
+    run(plot.main, ["loss", str(trained_run), str(other), "--out", str(out)])
+    assert_sensible_png(out)
+    assert str(out) in capsys.readouterr().out
+
+
+def test_loss_cli_errors(tmp_path, capsys):
+    assert "not a folder" in fails(plot.main, ["loss", tmp_path / "nope"], capsys)
+    assert "metrics.jsonl not found" in fails(plot.main, ["loss", tmp_path], capsys)
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert "empty" in fails(plot.main, ["loss", tmp_path], capsys)
+
+
+def test_plotting_failure_never_stops_training(slice_dir, tmp_path, capsys):
+    (tmp_path / "loss.png").mkdir()  # a folder where the picture should go: drawing it must fail
+    train_main("--data_dir", slice_dir, "--out_dir", tmp_path, "--max_iters", 10, "--eval_interval", 5, *TINY)
+    err = capsys.readouterr().err
+    assert err.count("warning: could not draw") == 1  # said once, then plotting stays off for the run
+    assert checkpoint.load(tmp_path / "last.pt")["iter_num"] == 10  # and the run finished
+
+
+# -- attention
+
+
+def test_attention_weights_are_the_ones_the_model_uses(trained_run):
+    """Recomputed weights @ values, heads concatenated, c_proj == what each attention module returned."""
+    state, model = load_run(trained_run)
+    idx = torch.randint(model.config.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
+    calls = plot.record_attention_calls(model, idx)
+    maps = plot.attention_maps(model, idx)
+    n_layer, n_head = model.config.n_layer, model.config.n_head
+    assert len(calls) == n_layer and maps.shape == (n_layer, 2, n_head, 20, 20)
+    for block, call, weights in zip(model.blocks, calls, maps):
+        B, T, C = call["x"].shape
+        v = block.attn.c_attn(call["x"]).split(C, dim=2)[2]  # (B, T, C)
+        v = v.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, nh, T, hs)
+        y = (weights @ v).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        torch.testing.assert_close(block.attn.c_proj(y), call["out"], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(maps.sum(-1), torch.ones(()))  # every row is a distribution
+    assert (maps.triu(1) == 0).all()  # the causal triangle: no weight on the future
+    assert not any(b.attn._forward_hooks for b in model.blocks)  # the hooks are gone afterwards
+
+
+def test_attention_cli_draws_a_grid_for_the_text(trained_run, tmp_path, capsys):
+    out = tmp_path / "attention.png"
+    run(plot.main, ["attention", "--ckpt", str(trained_run), "--text", "First Citizen:\nBefore we", "--out", str(out)])
+    assert_sensible_png(out)
+    width, height = png_size(out)
+    assert width > height  # 2 layers (rows) x 2 heads (columns) plus a colour bar
+
+
+def test_attention_cli_errors(trained_run, tmp_path, capsys):
+    assert "not in the vocabulary" in fails(plot.main, ["attention", "--ckpt", trained_run, "--text", "café"], capsys)
+    assert "empty" in fails(plot.main, ["attention", "--ckpt", trained_run, "--text", ""], capsys)
+    assert "not found" in fails(plot.main, ["attention", "--ckpt", tmp_path, "--text", "hi"], capsys)
+
+
+def test_long_text_keeps_the_last_block_size_characters(trained_run):
+    state, model = load_run(trained_run)
+    tokenizer = plot.tokenizer_from_meta(state["meta"])
+    idx = plot.encode_text(tokenizer, "x" * 100 + "the end", model.config.block_size)
+    assert idx.shape == (1, model.config.block_size)
+    assert tokenizer.decode(idx[0].tolist()).endswith("the end")
+
+
+# -- embeddings
+
+
+def test_embedding_pca_keeps_the_two_directions_of_largest_variance():
+    weight = torch.randn(65, 16, generator=torch.Generator().manual_seed(0)) * torch.linspace(3, 0.1, 16)
+    coords, explained = plot.embedding_pca(weight)
+    centered = weight - weight.mean(0)
+    eigenvalues = torch.linalg.eigvalsh(centered.T @ centered).flip(0)  # largest first
+    # the variance along each plotted axis is one of the two largest eigenvalues of the covariance
+    torch.testing.assert_close((coords**2).sum(0), eigenvalues[:2], rtol=1e-4, atol=1e-4)
+    assert abs((coords[:, 0] * coords[:, 1]).sum()) < 1e-3  # uncorrelated axes
+    assert explained == pytest.approx(float(eigenvalues[:2].sum() / eigenvalues.sum()), rel=1e-4)
+
+
+def test_position_similarity_is_the_cosine_of_every_pair(trained_run):
+    _, model = load_run(trained_run)
+    weight = model.position_embedding.weight
+    similarity = plot.position_similarity(weight)
+    assert similarity.shape == (model.config.block_size, model.config.block_size)
+    torch.testing.assert_close(similarity.diagonal(), torch.ones(model.config.block_size))
+    expected = torch.nn.functional.cosine_similarity(weight[3], weight[7], dim=0)
+    assert similarity[3, 7].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_embeddings_cli(trained_run, tmp_path, capsys):
+    out = tmp_path / "embeddings.png"
+    run(plot.main, ["embeddings", "--ckpt", str(trained_run / "ckpt.pt"), "--out", str(out)])
+    assert_sensible_png(out)
+
+
+def test_every_subcommand_has_help(capsys):
+    for command in ("loss", "attention", "embeddings"):
+        with pytest.raises(SystemExit) as exit_info:
+            plot.main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: plot.py " + command in capsys.readouterr().out
