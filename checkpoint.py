@@ -18,6 +18,7 @@ pickled object that would execute code while loading.
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,11 +44,14 @@ def save(checkpoint, path):
         with open(tmp, "wb") as f:
             torch.save(checkpoint, f)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # the bytes are on the disk before the name points at them
         os.replace(tmp, path)  # atomic on POSIX and Windows
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write {path}: {e.strerror or e}; the previous checkpoint is kept") from None
+    except BaseException:  # e.g. a second Ctrl-C mid-write: drop the partial file, keep the previous checkpoint
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load(path, map_location="cpu"):
@@ -58,7 +62,9 @@ def load(path, map_location="cpu"):
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file or use --out_dir")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a garbage file can make torch warn before it fails: one line is enough
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refused something. "GLOBAL" means the file asks to import a Python object (a class or a
         # function such as os.system) -- the way a pickle runs code. Anything else: not a torch file at all.
@@ -80,7 +86,34 @@ def load(path, map_location="cpu"):
         validate_meta(checkpoint["meta"], f"{path} (meta)")
     except ValueError as e:
         raise CheckpointError(str(e)) from None
+    validate_contents(checkpoint, path)
     return checkpoint
+
+
+def validate_contents(checkpoint, path):
+    """The fields a tampered or damaged file could get wrong, each refused by name before anything uses it."""
+    model_config = checkpoint["model_config"]
+    if not isinstance(model_config, dict):
+        raise CheckpointError(f"{path}: model_config must be a dict")
+    try:
+        GPTConfig(**model_config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid model_config ({e})") from None
+    if model_config["vocab_size"] != checkpoint["meta"]["vocab_size"]:
+        raise CheckpointError(f"{path}: model_config has vocab_size {model_config['vocab_size']} but meta has "
+                              f"{checkpoint['meta']['vocab_size']} characters")
+    if not isinstance(checkpoint["train_config"], dict):
+        raise CheckpointError(f"{path}: train_config must be a dict")
+    if type(checkpoint["iter_num"]) is not int or checkpoint["iter_num"] < 0:
+        raise CheckpointError(f"{path}: iter_num must be a non-negative integer, got {checkpoint['iter_num']!r}")
+    if type(checkpoint["best_val_loss"]) not in (int, float):
+        raise CheckpointError(f"{path}: best_val_loss must be a number, got {checkpoint['best_val_loss']!r}")
+    weights = checkpoint["model"]
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in weights.items()):
+        raise CheckpointError(f"{path}: model must map parameter names to tensors")
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values (a damaged or diverged model)")
 
 
 def resolve(out_dir, ckpt=None):
@@ -88,8 +121,12 @@ def resolve(out_dir, ckpt=None):
     return Path(ckpt) if ckpt else Path(out_dir) / "ckpt.pt"
 
 
-def load_model(checkpoint, device="cpu"):
+def load_model(checkpoint, device="cpu", source="the checkpoint"):
     """The GPT stored in a loaded checkpoint, on `device`, in eval mode (dropout off)."""
     model = GPT(GPTConfig(**checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as e:  # missing or unexpected names, wrong shapes: the weights do not fit model_config
+        reason = str(e).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{source}: the weights do not fit model_config ({reason})") from None
     return model.to(device).eval()

@@ -10,6 +10,7 @@ Only the samples go to stdout (so `> file.txt` captures just the text); everythi
 The checkpoint carries its own vocabulary: the data folder is not needed.
 """
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from cli import Parser, UserError, add_dataclass_flags, build, pick_device, run
 from tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
+MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0
 
 
 @dataclass
@@ -41,12 +43,15 @@ class SampleConfig:
             raise ValueError(f"num_samples must be at least 1, got {self.num_samples}")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must not be negative, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be 0 (greedy) or positive, got {self.temperature}")
+        # NaN and inf are refused too; and a tiny temperature would overflow logits / temperature to inf
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature < math.inf):
+            raise ValueError(f"temperature must be 0 (greedy) or a number from {MIN_TEMPERATURE} up, got {self.temperature}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.unknown not in ("error", "skip"):
             raise ValueError(f"unknown must be 'error' or 'skip', got {self.unknown!r}")
+        if not -2**63 <= self.seed < 2**64:  # what torch.Generator.manual_seed accepts
+            raise ValueError(f"seed must fit in 64 bits, got {self.seed}")
 
 
 def read_prompt(start):
@@ -60,8 +65,8 @@ def read_prompt(start):
         raise UserError(f"prompt file {path} not found") from None
     except UnicodeDecodeError:
         raise UserError(f"prompt file {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise UserError(f"cannot read prompt file {path}: {e.strerror}") from None
+    except (OSError, ValueError) as e:  # ValueError: a path with a NUL character
+        raise UserError(f"cannot read prompt file {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def encode_prompt(tokenizer, prompt, unknown):
@@ -81,13 +86,13 @@ def main(argv=None):
     cfg = build(SampleConfig, vars(parser.parse_args(argv)), "invalid setting")
 
     path = checkpoint.resolve(cfg.out_dir, cfg.ckpt)
+    device = pick_device(cfg.device)
     try:
         ckpt = checkpoint.load(path)
+        model = checkpoint.load_model(ckpt, device, source=path)
     except checkpoint.CheckpointError as e:
         hint = "" if cfg.ckpt or path.exists() else " (train one with `python train.py`, or pass --ckpt FILE)"
         raise UserError(f"{e}{hint}") from None
-    device = pick_device(cfg.device)
-    model = checkpoint.load_model(ckpt, device)
     try:
         tokenizer = tokenizer_from_meta(ckpt["meta"])
     except TokenizerUnavailable as e:

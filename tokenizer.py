@@ -182,6 +182,9 @@ def validate_meta(meta, source):
     """Check a meta dict read from disk or a checkpoint; raise ValueError naming `source` if it is malformed."""
     if not isinstance(meta, dict):
         raise ValueError(f"{source}: expected a JSON object")
+    if meta.get("format", META_FORMAT) != META_FORMAT or meta.get("version", META_VERSION) != META_VERSION:
+        raise ValueError(f"{source}: not a babygpt meta.json version {META_VERSION} "
+                         f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
     if meta.get("tokenizer") not in DEFINING_KEYS:
         raise ValueError(f"{source}: unknown tokenizer {meta.get('tokenizer')!r} (expected one of {', '.join(DEFINING_KEYS)})")
     for key in ("train_chars", "val_chars", "train_tokens", "val_tokens"):  # absent in hand-made metas: fine
@@ -196,7 +199,7 @@ def validate_meta(meta, source):
         raise ValueError(f"{source}: 'vocab' must be a list of single characters")
     if len(set(vocab)) != len(vocab):
         raise ValueError(f"{source}: 'vocab' has repeated characters")
-    if meta.get("vocab_size") != len(vocab):
+    if type(meta.get("vocab_size")) is not int or meta["vocab_size"] != len(vocab):  # `type is int`: True == 1 otherwise
         raise ValueError(f"{source}: vocab_size {meta.get('vocab_size')!r} does not match the {len(vocab)} characters of 'vocab'")
     return meta
 

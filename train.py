@@ -5,13 +5,15 @@ train.py -- train a GPT on the integer sequences written by prepare.py. One loop
     python train.py --preset gpu                 # the baby GPT (6 layers, 384 wide) for a GPU
     python train.py --preset cpu --max_iters 500 --out_dir out-short
     python train.py --out_dir out --resume       # continue out/last.pt exactly where it stopped
+    Ctrl-C (or SIGTERM) while training saves last.pt at the current iteration and exits; --resume continues
     python train.py --help                       # every setting, with its default
 
 Settings come from, in increasing priority: the defaults below, config/PRESET.toml, the command line.
 
 Writes into --out_dir:
     ckpt.pt        the checkpoint with the best validation loss (what sample.py reads)
-    last.pt        the latest checkpoint (what --resume reads)
+    last.pt        the latest checkpoint (what --resume reads): written at each evaluation, every
+                   save_interval steps, and when the run is stopped by Ctrl-C or SIGTERM
     metrics.jsonl  one JSON object per logged step: iter, tokens, train_loss, lr, ms_per_iter, tokens_per_s;
                    evaluation lines have train_loss and val_loss averaged over eval_iters batches, and val_bpc
                    (validation bits per character: comparable across tokenizers)
@@ -22,7 +24,9 @@ import contextlib
 import dataclasses
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,7 @@ class TrainConfig:
     # how long, how often to evaluate
     max_iters: int = 2000  # optimizer steps in the whole run
     eval_interval: int = 250  # evaluate, print a sample and save checkpoints every this many steps
+    save_interval: int = 100  # also save last.pt every this many steps, so a crash loses little (0: only at evaluations)
     eval_iters: int = 50  # batches averaged for each evaluation of train and val loss
     log_interval: int = 10  # write a metrics line every this many steps
     sample_chars: int = 200  # characters of text printed at each evaluation (0: none)
@@ -71,11 +76,14 @@ class TrainConfig:
     seed: int = 1337  # seeds initialisation, batches and dropout
 
     def __post_init__(self):
+        for name, value in vars(self).items():  # nan passes every < and > test below, so refuse it first
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         positive = ("max_iters", "eval_interval", "eval_iters", "log_interval", "batch_size", "gradient_accumulation_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("sample_chars", "warmup_iters", "lr_decay_iters", "threads", "weight_decay", "grad_clip", "min_lr"):
+        for name in ("save_interval", "sample_chars", "warmup_iters", "lr_decay_iters", "threads", "weight_decay", "grad_clip", "min_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if not self.learning_rate > 0:
@@ -89,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
+        if not -2**63 <= self.seed < 2**63 - 1:  # torch's generators take 64-bit seeds (evaluation uses seed + 1)
+            raise ValueError(f"seed must fit in a signed 64-bit integer, got {self.seed}")
 
 
 MODEL_FLAGS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]  # vocab_size comes from the data
@@ -206,6 +216,81 @@ def restore_rng_state(state, data_generator, device_type):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# trustworthy runs: stop cleanly on a signal, never save a diverged model, never trust the data blindly
+
+
+class StopSignal:
+    """Ctrl-C (SIGINT) or SIGTERM (a closing laptop lid, `kill`, a cluster's time limit) during training only sets
+    a flag; the loop looks at it between two steps, saves last.pt and returns. Why not stop at once? The signal
+    can arrive in the middle of optimizer.step(), with half the weights updated: that state must never be saved.
+    A second signal stops immediately (KeyboardInterrupt): even then the last checkpoint on disk is whole,
+    because checkpoint.save writes a temporary file and renames it."""
+
+    def __init__(self):
+        self.received = None  # the name of the first signal, e.g. "SIGINT"
+        self.previous = {}
+
+    def listen(self):
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python only delivers signals to the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def is_main_process():
+    """False only on the ranks other than 0 of a torchrun (DDP) job: there, rank 0 alone writes the files."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not distributed or torch.distributed.get_rank() == 0
+
+
+def check_token_ids(data, vocab_size, path):
+    """Every id in a .bin file must be a row of the embedding table; a meta.json edited or copied from another
+    data set would otherwise fail deep inside the model (an index error on the first batch that hits it)."""
+    if len(data) and int(data.max()) >= vocab_size:
+        raise UserError(f"{path} holds token id {int(data.max())}, but meta.json's vocabulary has only {vocab_size} "
+                        f"characters; run prepare.py again for this folder")
+
+
+def diverged_message(what, iter_num, cfg, dtype, last_saved):
+    """One line for a run whose loss or weights stopped being finite numbers, with the usual cures."""
+    fixes = [f"a lower --learning_rate (it is {cfg.learning_rate:g})", "more --warmup_iters"]
+    if dtype != "float32":
+        fixes.append("--dtype float32")
+    if not cfg.grad_clip:
+        fixes.append("--grad_clip 1")
+    kept = f"last.pt from iteration {last_saved} is kept" if last_saved is not None else "nothing was saved"
+    return f"{what} at iteration {iter_num}: training diverged; try {', '.join(fixes)}; {kept}"
+
+
+def weights_are_finite(model):
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def metrics_up_to(path, iter_num):
+    """The lines of metrics.jsonl up to iteration iter_num. A line cut short by a crash mid-write is dropped."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iter_num:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return "".join(line + "\n" for line in kept)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # settings: defaults < preset < flags; on --resume, the saved run's settings < flags
 
 
@@ -224,17 +309,24 @@ def resolve_settings(flags):
         for name in MODEL_FLAGS:
             if name in flags and flags[name] != resumed["model_config"].get(name):
                 raise UserError(f"--{name} cannot change when resuming (the checkpoint has {resumed['model_config'].get(name)})")
-        values = {**resumed["model_config"], **resumed["train_config"], **flags}
+        # DEFAULTS first: a checkpoint from before a setting existed resumes with that setting's default
+        values = {**DEFAULTS, **resumed["model_config"], **resumed["train_config"], **flags}
         values["resume"] = True
     else:
         resumed = None
         values = {**DEFAULTS, **(load_preset(preset, DEFAULTS) if preset else {}), **flags}
     model_values = {name: values[name] for name in MODEL_FLAGS}
+    build(GPTConfig, model_values, "invalid model setting")  # check the flags now, before any file is read
     cfg = build(TrainConfig, {name: values[name] for name in TRAIN_FLAGS}, "invalid setting")
     return model_values, cfg, resumed
 
 
 def main(argv=None):
+    with StopSignal() as stop:  # restores the usual Ctrl-C behaviour however training ends
+        return train(argv, stop)
+
+
+def train(argv, stop):
     model_values, cfg, resumed = resolve_settings(parse_args(argv))
     out_dir = Path(cfg.out_dir)
 
@@ -250,6 +342,8 @@ def main(argv=None):
                         f"resume with the same --data_dir")
     train_data = load_split(cfg.data_dir, "train", model_config.block_size)
     val_data = load_split(cfg.data_dir, "val", model_config.block_size)
+    for split, data in (("train", train_data), ("val", val_data)):
+        check_token_ids(data, meta["vocab_size"], Path(cfg.data_dir) / f"{split}.bin")
 
     # -- the output folder: never replace a previous run's checkpoints unless asked to
     if not cfg.resume and not cfg.overwrite and any((out_dir / name).exists() for name in ("ckpt.pt", "last.pt")):
@@ -281,9 +375,12 @@ def main(argv=None):
     data_generator = torch.Generator().manual_seed(cfg.seed)  # draws the training batches
     iter_num, best_val_loss = 0, float("inf")
     if resumed:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        restore_rng_state(resumed["rng"], data_generator, device_type)
+        try:
+            model.load_state_dict(resumed["model"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            restore_rng_state(resumed["rng"], data_generator, device_type)
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:  # a damaged or hand-edited last.pt
+            raise UserError(f"cannot resume: {out_dir / 'last.pt'} does not fit this run ({str(e).strip().splitlines()[-1]})") from None
         iter_num, best_val_loss = resumed["iter_num"], resumed["best_val_loss"]
     compile_on = cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda")
     train_model = torch.compile(model) if compile_on else model  # checkpoints always save the plain `model`
@@ -299,17 +396,19 @@ def main(argv=None):
     # -- metrics: on resume, drop lines written after the checkpoint (they belong to the lost tail of the run)
     metrics_path = out_dir / "metrics.jsonl"
     if resumed and metrics_path.exists():
-        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["iter"] <= iter_num]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
+        metrics_path.write_text(metrics_up_to(metrics_path, iter_num))
     elif not resumed:
         metrics_path.write_text("")
     metrics_file = open(metrics_path, "a")
 
     def log(record):
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        try:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+        except OSError as e:  # e.g. the disk is full
+            raise UserError(f"cannot write {metrics_path}: {e.strerror}; the checkpoints are kept") from None
 
-    def make_checkpoint():
+    def make_checkpoint(rng=None):
         return {
             "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
             "model": model.state_dict(),
@@ -319,12 +418,34 @@ def main(argv=None):
             "optimizer": optimizer.state_dict(),
             "iter_num": iter_num,
             "best_val_loss": best_val_loss,
-            "rng": rng_state(data_generator, device_type),
+            "rng": rng or rng_state(data_generator, device_type),
         }
+
+    last_saved = iter_num if resumed else None  # the iteration last.pt holds
+
+    def save_last(also_best=False, rng=None):
+        """last.pt (and ckpt.pt if asked) := the state at iter_num, whose loss was just found finite. `rng`: the
+        random states from before this iteration's batch was drawn (default: now). Never half a file."""
+        nonlocal last_saved
+        if not weights_are_finite(model):
+            raise UserError(diverged_message("the weights are no longer finite numbers", iter_num, cfg, dtype, last_saved))
+        if not is_main_process():
+            return
+        try:
+            state = make_checkpoint(rng)
+            if last_saved != iter_num:
+                checkpoint.save(state, out_dir / "last.pt")
+            if also_best:
+                checkpoint.save(state, out_dir / "ckpt.pt")
+        except checkpoint.CheckpointError as e:
+            raise UserError(str(e)) from None
+        last_saved = iter_num
 
     def evaluate_and_save():
         nonlocal best_val_loss
         losses = estimate_loss(train_model, {"train": train_data, "val": val_data}, cfg, model_config.block_size, device, autocast)
+        if not all(math.isfinite(loss) for loss in losses.values()):  # no sample from NaNs, no checkpoint of them
+            raise UserError(diverged_message(f"the evaluation loss is {losses['val']}", iter_num, cfg, dtype, last_saved))
         improved = losses["val"] < best_val_loss
         best_val_loss = min(best_val_loss, losses["val"])
         # Loss per token depends on the tokenizer; bits per character of the same validation text does not.
@@ -338,24 +459,20 @@ def main(argv=None):
                    + (" (best, saved)" if improved else ""))
         if cfg.sample_chars:
             tqdm.write("sample: " + sample_text(model, tokenizer, cfg.sample_chars, device, cfg.seed).replace("\n", "\n        "))
-        try:
-            state = make_checkpoint()
-            checkpoint.save(state, out_dir / "last.pt")
-            if improved:
-                checkpoint.save(state, out_dir / "ckpt.pt")
-        except checkpoint.CheckpointError as e:
-            raise UserError(str(e)) from None
+        save_last(also_best=improved)
 
     # -- the training loop
     show_bar = sys.stdout.isatty()
     bar = tqdm(total=cfg.max_iters, initial=iter_num, disable=not show_bar, unit="it", dynamic_ncols=True)
     start_iter, run_start = iter_num, time.perf_counter()
     window_start, window_iters = time.perf_counter(), 0
+    stop.listen()  # from here on, Ctrl-C / SIGTERM stop the loop between two steps
     while iter_num < cfg.max_iters:
         if iter_num % cfg.eval_interval == 0 and not (resumed and iter_num == start_iter):
             evaluate_and_save()
             window_start, window_iters = time.perf_counter(), 0  # evaluation time is not step time
 
+        rng_before_batch = rng_state(data_generator, device_type)  # what a checkpoint of this iteration holds
         lr = learning_rate_at(iter_num, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -367,6 +484,18 @@ def main(argv=None):
             loss = loss / cfg.gradient_accumulation_steps  # the gradients of the micro-batches add up to a mean
             loss.backward()
             loss_sum += loss.detach()
+        if not torch.isfinite(loss_sum):  # the first non-finite loss stops the run; nothing is saved
+            raise UserError(diverged_message(f"the loss is {float(loss_sum)}", iter_num, cfg, dtype, last_saved))
+        # Save here, before optimizer.step(): the weights are still those of iteration iter_num and their loss is
+        # known to be finite. A resumed run draws the same batch again from rng_before_batch.
+        if stop.received or (cfg.save_interval and iter_num % cfg.save_interval == 0):
+            save_last(rng=rng_before_batch)  # (a no-op if last.pt already holds this iteration)
+        if stop.received:
+            bar.close()
+            metrics_file.close()
+            print(f"stopped by {stop.received} at iteration {iter_num}; saved {out_dir / 'last.pt'}. "
+                  f"Continue with: python train.py --out_dir {out_dir} --resume")
+            return
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()

@@ -1,0 +1,211 @@
+"""Fuzzing with hypothesis: random texts, bytes, prompts, flag values and damaged files. Whatever comes in, babygpt
+either does the right thing or says in one line what is wrong (exit status 2): never a traceback.
+
+Each test runs a fixed, small number of examples chosen the same way every time (derandomize=True), so the suite
+stays fast and a failure is reproducible; raise max_examples locally to search harder.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+import prepare
+import sample
+import train
+from cli import run
+from model import GPTConfig
+from tokenizer import CharTokenizer, read_meta, tokenizer_from_meta, validate_meta
+
+
+def fuzz(max_examples):
+    # capsys and tmp_path are shared by the examples of one test: each example reads its own output first
+    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def run_cli(main, argv, capsys):
+    """main(argv) as the command line runs it: (exit status, stdout, stderr). A traceback fails the test."""
+    capsys.readouterr()
+    try:
+        run(main, [str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    if code:
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return code, out, err
+
+
+# -- the tokenizer
+
+@fuzz(150)
+@given(text=st.text(), extra=st.text())
+@example(text="", extra="")
+@example(text="a\r\nb\r\n", extra="")
+@example(text="𝕏😀\U0010FFFF", extra="é")
+def test_char_tokenizer_round_trips_any_text_over_its_vocabulary(text, extra):
+    tokenizer = CharTokenizer.from_text(text + extra)  # a vocabulary that holds at least the text's characters
+    ids = tokenizer.encode(text)
+    assert len(ids) == len(text) and all(0 <= i < tokenizer.vocab_size for i in ids)
+    assert tokenizer.decode(ids) == text
+    # and the same through meta.json, as prepare.py writes it and train.py reads it
+    meta = validate_meta(json.loads(json.dumps(tokenizer.to_meta(), ensure_ascii=False)), "fuzz")
+    assert tokenizer_from_meta(meta).encode(text) == ids
+
+
+# -- prepare.py on any file
+
+@fuzz(60)
+@given(data=st.one_of(st.text(max_size=300).map(lambda t: t.encode("utf-8")), st.binary(max_size=300)))
+@example(data=b"")  # empty
+@example(data=b"a")  # one character: all of it goes to val.bin
+@example(data="𝕏 😀 \U0001F600\U0010FFFF".encode("utf-8"))  # astral-plane characters: one token each
+@example(data=b"First line\r\nSecond line\r\n")  # CRLF is kept as it is: \r is just another character
+@example(data=b"caf\xc3")  # UTF-8 cut in the middle of a character
+@example(data=b"\xff\xfe\x00h\x00i")  # UTF-16 with a byte-order mark: not UTF-8
+@example(data=b"\xed\xa0\x80")  # an encoded lone surrogate: invalid in UTF-8
+@example(data="\ufeffwith a BOM".encode("utf-8"))
+def test_prepare_writes_correct_files_or_fails_in_one_line(data, capsys):
+    with tempfile.TemporaryDirectory() as tmp:
+        source, out_dir = Path(tmp) / "input.txt", Path(tmp) / "out"
+        source.write_bytes(data)
+        code, _, err = run_cli(prepare.main, ["--input", source, "--out_dir", out_dir], capsys)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            assert code == 2 and "not UTF-8" in err and not out_dir.exists()
+            return
+        if not text:
+            assert code == 2 and "empty" in err and not out_dir.exists()
+            return
+        assert code == 0
+        meta = read_meta(out_dir)  # valid by the same rules train.py applies
+        assert meta["vocab"] == sorted(set(text))
+        assert meta["input_sha256"] == hashlib.sha256(data).hexdigest()
+        tokenizer = tokenizer_from_meta(meta)
+        train_ids = np.fromfile(out_dir / "train.bin", dtype=np.uint16).tolist()
+        val_ids = np.fromfile(out_dir / "val.bin", dtype=np.uint16).tolist()
+        assert tokenizer.decode(train_ids) + tokenizer.decode(val_ids) == text  # nothing lost, nothing changed
+        assert len(train_ids) == meta["train_tokens"] == int(len(text) * prepare.TRAIN_FRACTION)
+
+
+# -- sample.py with random prompts and flag values
+
+def junk():
+    return st.text(max_size=8)
+
+
+usable_flags = st.fixed_dictionaries({}, optional={
+    "num_samples": st.integers(1, 3),
+    "max_new_tokens": st.integers(0, 6),
+    "temperature": st.one_of(st.just(0.0), st.floats(1e-3, 1e6)),
+    "top_k": st.integers(1, 300),
+    "seed": st.integers(-2**63, 2**64 - 1),
+    "unknown": st.sampled_from(["error", "skip"]),
+    "device": st.sampled_from(["cpu", "auto"]),
+    "start": st.text(max_size=30),
+})
+bad_flag = st.sampled_from(["num_samples", "max_new_tokens", "temperature", "top_k", "seed", "unknown", "device",
+                            "start"]).flatmap(lambda name: st.tuples(st.just(name), st.one_of(
+    junk(), st.integers(-2**70, 2**70), st.floats(), st.sampled_from(["cuda", "cuda:3", "mps", "tpu", "1e-300"]),
+    st.text(max_size=10).map(lambda t: "FILE:" + t))))
+# usable values, and half the time one of them replaced by something odd
+sample_flags = st.tuples(usable_flags, st.one_of(st.none(), bad_flag)).map(
+    lambda pair: {**pair[0], **dict([pair[1]] if pair[1] else [])})
+
+
+@fuzz(50)
+@given(flags=sample_flags)
+@example(flags={"temperature": float("nan")})
+@example(flags={"temperature": 1e-300})
+@example(flags={"seed": 2**64})
+@example(flags={"device": "tpu"})
+@example(flags={"start": "FILE:bad\x00path"})
+def test_sample_never_prints_a_traceback(flags, trained_run, capsys):
+    argv = ["--out_dir", trained_run]
+    for name, value in flags.items():
+        argv.append(f"--{name}={value}")  # --flag=value: a value that starts with '-' stays a value
+    code, out, err = run_cli(sample.main, argv, capsys)
+    event(f"exit status {code}")  # pytest --hypothesis-show-statistics: how many examples got to sampling
+    if code == 0:
+        assert f"{trained_run / 'ckpt.pt'}: iteration 40" in err
+
+
+# -- sample.py reading garbage, or a real checkpoint damaged on disk
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(trained_run):
+    return (trained_run / "ckpt.pt").read_bytes()
+
+
+damage = st.one_of(
+    st.binary(max_size=2000).map(lambda junk_bytes: ("replace", 0, junk_bytes)),
+    st.tuples(st.just("truncate"), st.floats(0, 1), st.just(b"")),
+    st.tuples(st.just("overwrite"), st.floats(0, 1), st.binary(min_size=1, max_size=16)),
+)
+
+
+@fuzz(60)
+@given(damage=damage)
+@example(damage=("replace", 0, b""))
+@example(damage=("replace", 0, b"PK\x03\x04"))
+@example(damage=("truncate", 0.5, b""))
+@example(damage=("truncate", 0.999, b""))
+def test_sample_with_a_garbage_or_damaged_checkpoint_never_prints_a_traceback(damage, checkpoint_bytes, tmp_path, capsys):
+    kind, where, junk_bytes = damage
+    position = int(where * (len(checkpoint_bytes) - 1))
+    if kind == "replace":
+        data = junk_bytes
+    elif kind == "truncate":
+        data = checkpoint_bytes[:position]
+    else:
+        data = checkpoint_bytes[:position] + junk_bytes + checkpoint_bytes[position + len(junk_bytes):]
+    (tmp_path / "damaged.pt").write_bytes(data)
+    code, out, err = run_cli(sample.main, ["--ckpt", tmp_path / "damaged.pt", "--max_new_tokens", 3], capsys)
+    event(f"{kind}: exit status {code}")
+    if kind != "overwrite":  # a flipped byte may land where it does no harm; every other case must be refused
+        assert code == 2 and "damaged.pt" in err
+
+
+# -- the command-line parser
+
+def field_types():
+    """{flag: type} for every train.py flag whose values are checked (paths accept any text)."""
+    fields = [*dataclasses.fields(GPTConfig), *dataclasses.fields(train.TrainConfig)]
+    return {f.name: type(f.default) for f in fields if f.name not in ("vocab_size", "data_dir", "out_dir")}
+
+
+def is_valid(kind, text):
+    try:
+        if kind is bool:
+            return text.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off")
+        number = kind(text)  # int("abc"), float("2x") raise
+        return kind is not str and math.isfinite(number)  # str settings: names from a short list, never random text
+    except ValueError:
+        return False
+
+
+@fuzz(50)
+@given(flag=st.sampled_from(sorted(field_types())), value=st.text(max_size=10))
+@example(flag="n_layer", value="abc")
+@example(flag="dropout", value="2")
+@example(flag="dropout", value="nan")
+@example(flag="learning_rate", value="-inf")
+@example(flag="bias", value="maybe")
+@example(flag="seed", value="99999999999999999999999")
+def test_cli_rejects_junk_values_with_a_message_that_names_the_flag(flag, value, tmp_path, capsys):
+    if is_valid(field_types()[flag], value) and (flag, value) != ("dropout", "2"):
+        value = "not-a-number"  # the property is about junk; a valid value would start training
+    # a data folder that does not exist: if a junk value slipped through, the error would not name the flag
+    code, _, err = run_cli(train.main, [f"--{flag}={value}", "--data_dir", tmp_path / "nowhere",
+                                        "--out_dir", tmp_path / "out"], capsys)
+    assert code == 2 and flag in err, err
