@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from attention_patterns import bigbird_mask, causal_mask, count_pairs
+from lessons.sparse_attention import pairs_table
 from model import GPT, GPTConfig
 
 SMALL = dict(block_size=32, vocab_size=11, n_layer=2, n_head=2, n_embd=24)
@@ -28,6 +29,14 @@ def test_bigbird_pairs_grow_linearly_while_full_grows_quadratically():
         assert count_pairs(causal_mask(T)) == T * (T + 1) // 2
         assert count_pairs(bigbird_mask(T, 8, 2, 2)) <= per_query * T
     assert count_pairs(bigbird_mask(1024, 8, 2, 2)) < 0.03 * count_pairs(causal_mask(1024))
+
+
+def test_lesson_table_shows_linear_versus_quadratic_growth():
+    rows = pairs_table([128, 512, 2048], window=16, n_global=2, n_random=2)
+    full_growth = [b[1] / a[1] for a, b in zip(rows, rows[1:])]
+    sparse_growth = [b[2] / a[2] for a, b in zip(rows, rows[1:])]
+    assert all(15 < g < 17 for g in full_growth)  # x4 in T -> about x16 pairs
+    assert all(3.9 < g < 4.4 for g in sparse_growth)  # x4 in T -> about x4 pairs (a little more: short first rows)
 
 
 def test_bigbird_mask_is_reproducible_and_seeded():
