@@ -16,14 +16,13 @@ Training is teacher forcing: the decoder reads [BOS, y0, ..., y_{L-2}] and predi
 At test time it writes the answer one letter at a time, feeding each choice back in (greedy decoding).
 """
 
-import argparse
 import time
 
 import torch
 import torch.nn as nn
 
-from cli import UserError, run
-from model import GPT, Block, GPTConfig, MLP, explicit_attention, make_optimizer  # noqa: F401 (MLP: see DecoderBlock)
+from cli import Parser, UserError, run
+from model import GPT, Block, GPTConfig, explicit_attention, make_optimizer
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 BOS = len(LETTERS)  # token 26: "begin the answer", the decoder's first input
@@ -169,7 +168,7 @@ def train(task="reverse", length=10, iters=800, batch_size=64, learning_rate=2e-
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m lessons.encoder_decoder", description=__doc__.split("\n")[1])
+    parser = Parser(prog="python -m lessons.encoder_decoder", description=__doc__.split("\n")[1])
     parser.add_argument("--task", default="reverse", help="reverse or sort")
     parser.add_argument("--length", type=int, default=10, help="letters per string")
     parser.add_argument("--iters", type=int, default=800, help="training steps")

@@ -12,7 +12,6 @@ lower triangle (GPTConfig.attn_pattern = "bigbird"; the mask is built in attenti
      train.py) and prints the validation losses.
 """
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 import train
 from attention_patterns import bigbird_mask, causal_mask, count_pairs
-from cli import run
+from cli import Parser, run
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "bigbird_mask.png"
 
@@ -71,7 +70,7 @@ def final_val_loss(out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m lessons.sparse_attention", description=__doc__.split("\n")[1])
+    parser = Parser(prog="python -m lessons.sparse_attention", description=__doc__.split("\n")[1])
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--n_global", type=int, default=2)
     parser.add_argument("--n_random", type=int, default=2)

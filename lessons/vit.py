@@ -15,7 +15,6 @@ then moved, scaled, rotated and covered in noise with torch, so a fresh batch co
 Training images come from one random seed, test images from another.
 """
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cli import UserError, run
+from cli import Parser, UserError, run
 from model import GPT, Block, GPTConfig, make_optimizer
 
 IMAGE_SIZE, PATCH_SIZE, CLASSES = 28, 7, "0123456789"
@@ -188,7 +187,7 @@ def save_examples(path, n):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m lessons.vit", description=__doc__.split("\n")[1])
+    parser = Parser(prog="python -m lessons.vit", description=__doc__.split("\n")[1])
     parser.add_argument("--iters", type=int, default=1500, help="training steps")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=3e-3, help="peak learning rate")
