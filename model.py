@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from attention_patterns import pattern_mask
+
 
 @dataclass
 class GPTConfig:
@@ -30,6 +32,10 @@ class GPTConfig:
     dropout: float = 0.0  # dropout probability during training (0 turns it off)
     bias: bool = True  # biases in Linear and LayerNorm layers
     attn_impl: str = "sdpa"  # 'sdpa' (fused F.scaled_dot_product_attention) or 'explicit' (the readable reference)
+    attn_pattern: str = "causal"  # 'causal' (every earlier token) or 'bigbird' (window + global + random links)
+    bigbird_window: int = 16  # bigbird: each query sees its last this-many tokens, itself included
+    bigbird_global: int = 2  # bigbird: the first this-many tokens are seen by every query
+    bigbird_random: int = 2  # bigbird: extra random earlier tokens per query (drawn once, seed 0)
 
     def __post_init__(self):
         # Catch impossible shapes here, with a message that names the field, instead of deep inside forward().
@@ -42,18 +48,24 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attn_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
+        if self.attn_pattern not in ("causal", "bigbird"):
+            raise ValueError(f"attn_pattern must be 'causal' or 'bigbird', got {self.attn_pattern!r}")
+        if self.bigbird_window < 1 or self.bigbird_global < 0 or self.bigbird_random < 0:
+            raise ValueError("bigbird_window must be at least 1, bigbird_global and bigbird_random not negative")
 
 
-def explicit_attention(q, k, v, causal, dropout_p=0.0):
+def explicit_attention(q, k, v, causal, dropout_p=0.0, allowed=None):
     """The attention formula written out: softmax(q @ k^T / sqrt(hs)) @ v.
 
     q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs) -> (B, nh, Tq, hs).
-    With causal=True, query t may only look at keys 0..t (the decoder's mask).
+    With causal=True, query t may only look at keys 0..t (the decoder's mask). allowed, a (Tq, Tk) bool
+    mask, replaces that lower triangle with a sparser pattern (see attention_patterns.py).
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, Tq, Tk): how much each query likes each key
-    if causal:
+    if causal and allowed is None:
         Tq, Tk = q.size(-2), k.size(-2)
         allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril()  # (Tq, Tk) lower triangle
+    if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))  # the future gets zero weight after softmax
     weights = F.softmax(scores, dim=-1)  # (B, nh, Tq, Tk), each row sums to 1
     weights = F.dropout(weights, p=dropout_p)  # dropout_p is 0 outside training
@@ -75,6 +87,10 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads' outputs
         self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (see GPT._init_weights)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # A sparse pattern is a fixed (block_size, block_size) bool mask; None means plain causal attention.
+        pattern = None if config.attn_pattern == "causal" else pattern_mask(config.attn_pattern, config.block_size,
+                  config.bigbird_window, config.bigbird_global, config.bigbird_random)
+        self.register_buffer("pattern", pattern, persistent=False)  # moves with .to(device), not saved
 
     def forward(self, x, causal=True):
         B, T, C = x.shape
@@ -84,10 +100,12 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         dropout_p = self.dropout if self.training else 0.0
+        mask = self.pattern[:T, :T] if causal and self.pattern is not None else None  # (T, T) bool, or None
         if self.attn_impl == "sdpa":  # same maths as explicit_attention, in one fused kernel
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                               is_causal=causal and mask is None)  # (B, nh, T, hs)
         else:
-            y = explicit_attention(q, k, v, causal, dropout_p)  # (B, nh, T, hs)
+            y = explicit_attention(q, k, v, causal, dropout_p, allowed=mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads concatenated side by side
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
