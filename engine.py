@@ -22,6 +22,7 @@ then sees between block_size - N + 1 and block_size tokens of context instead of
 text differs from the reference once the window is full (but one re-prefill serves N tokens).
 
 With rotary position embeddings (relative positions) the window could slide instead: see `KVCache`.
+The sampling itself is model.sample_next_token, shared with the reference: same logits, same draws.
 
     engine.generate(model, idx, max_new_tokens, temperature, top_k, generator=g)   # == model.generate(...)
     for next_token in engine.stream(model, idx, ...): ...                          # one (B, 1) step at a time
@@ -37,9 +38,13 @@ class KVCache:
     """Every layer's keys and values for the positions 0..length-1 of a batch of sequences.
 
     Memory is allocated once for block_size positions, so appending is a copy into a slice, not a torch.cat.
-    A rotary-embedding model could slide this window by shifting the tensors left by one position (the keys
-    were rotated by absolute positions, and attention only sees the difference between two positions); with
-    learned absolute positions that is not possible, see the module docstring.
+
+    Where a sliding window would go: with rotary position embeddings, attention sees only the distance between
+    two positions, so a full cache could drop its oldest entry and keep going (shift the tensors left by one)
+    instead of being re-filled. Note what that computes: in layer 1 and up, a cached key still carries what
+    its token saw when it was made, including tokens that have since left the window. That is a fine model of
+    its own (a "streaming" window), but no longer the crop-and-recompute reference of GPT.generate, which
+    recomputes every key from the window alone; only a one-layer model gives the same tokens both ways.
     """
 
     def __init__(self, config, batch_size, device, dtype=torch.float32):
