@@ -127,7 +127,8 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
     texts = [""] * cfg.num_samples  # what each sample has generated so far
     done = [False] * cfg.num_samples
     streaming = cfg.num_samples == 1
-    sys.stdout.write(prompt if streaming else "")
+    if streaming:
+        sys.stdout.write(prompt)
     steps = engine.stream(model, idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, generator,
                           cfg.top_p, cfg.kv_cache, cfg.refill_every)
     for next_token in steps:  # (N, 1)
