@@ -103,7 +103,7 @@ def sample(args):
         median = statistics.median(r["seconds"] for r in runs)
         fill_s = statistics.median(r["filling_s"] for r in runs)
         full_s = statistics.median(r["full_s"] for r in runs)
-        rate_full = (chars - fill_chars) / full_s if full_s > 0 else float("nan")
+        rate_full = (chars - fill_chars) / full_s if chars > fill_chars else None  # None: never got past the window
         reference = name.replace("cached", "uncached")  # the same batching without the cache
         same = None  # for the uncached modes and the inexact one
         if name.startswith("cached") and reference in results:
@@ -113,7 +113,8 @@ def sample(args):
                                  "chars_per_s_filling": fill_chars / fill_s, "chars_per_s_full": rate_full,
                                  "same_tokens_as_uncached": same, "runs": runs}
         print(f"| {name} | {chars / median:.0f} | {statistics.median(speedups):.1f}x "
-              f"({min(speedups):.1f}-{max(speedups):.1f}) | {fill_chars / fill_s:.0f} | {rate_full:.0f} |"
+              f"({min(speedups):.1f}-{max(speedups):.1f}) | {fill_chars / fill_s:.0f} | "
+              f"{'-' if rate_full is None else f'{rate_full:.0f}'} |"
               + ("" if same is None else f" same tokens as {reference}: {same}"))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
