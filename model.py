@@ -202,28 +202,30 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None):
         """Extend idx (B, T) by max_new_tokens tokens, one at a time, feeding each choice back in.
 
         This is the reference loop: it recomputes the whole (cropped) context for every new token. It works
         for any prompt length: the model only has block_size positions, so only the last block_size tokens
         are shown to it. Call model.eval() first so dropout is off. Returns (B, T + max_new_tokens).
+        engine.py produces the same tokens faster, with a KV cache.
         """
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size :]  # (B, <=block_size): crop to what the model can see
             logits, _ = self(context)  # (B, t, V)
-            next_token = sample_next_token(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
+            next_token = sample_next_token(logits[:, -1, :], temperature, top_k, generator, top_p)  # (B, 1)
             idx = torch.cat((idx, next_token.to(idx.device)), dim=1)  # (B, T+1)
         return idx
 
 
-def sample_next_token(logits, temperature=1.0, top_k=None, generator=None):
+def sample_next_token(logits, temperature=1.0, top_k=None, generator=None, top_p=None):
     """Pick one token per row from logits (B, V) -> (B, 1) on the CPU.
 
     temperature 0 means greedy (argmax). Otherwise logits are divided by the temperature (below 1: sharper,
-    above 1: flatter) and, with top_k, all but the k highest are removed (exactly k survive, ties broken by
-    torch.topk). The draw happens on the CPU with the given torch.Generator: the same seed then gives the same
-    text on any device, and it avoids torch.multinomial's known bug on Apple's MPS backend.
+    above 1: flatter); with top_k, all but the k highest are removed (exactly k survive, ties broken by
+    torch.topk); with top_p (nucleus sampling), only the smallest set of most likely tokens whose probabilities
+    add up to at least top_p survives. The draw happens on the CPU with the given torch.Generator: the same seed
+    then gives the same text on any device, and it avoids torch.multinomial's known bug on Apple's MPS backend.
     """
     logits = logits.float().cpu()  # (B, V)
     if temperature == 0:
@@ -232,6 +234,13 @@ def sample_next_token(logits, temperature=1.0, top_k=None, generator=None):
     if top_k is not None:
         top_values, top_indices = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # (B, k) each
         logits = torch.full_like(logits, float("-inf")).scatter(-1, top_indices, top_values)  # (B, V)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V) each, most likely first
+        sorted_probs = F.softmax(sorted_logits, dim=-1)  # (B, V)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V): mass of the tokens ranked above
+        # a token is needed only while the tokens above it hold less than top_p (the first always stays)
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))  # (B, V)
+        logits = torch.empty_like(logits).scatter(-1, order, sorted_logits)  # (B, V), back in vocabulary order
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 

@@ -5,6 +5,8 @@ sample.py -- generate text from a trained checkpoint.
     python sample.py --start "ROMEO:" --max_new_tokens 300
     python sample.py --start FILE:prompt.txt --num_samples 3 --temperature 0.8
     python sample.py --ckpt out/last.pt --temperature 0   # greedy: always the most likely next character
+    python sample.py --start "ROMEO:" --stop "\n\n"     # stop at the end of the speech
+    python sample.py --interactive                     # a prompt per line, typed or piped in
 
 Only the samples go to stdout (so `> file.txt` captures just the text); everything else goes to stderr.
 The checkpoint carries its own vocabulary: the data folder is not needed.
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 import checkpoint
+import engine
 from cli import Parser, UserError, add_dataclass_flags, build, pick_device, run
 from tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
@@ -34,9 +37,14 @@ class SampleConfig:
     max_new_tokens: int = 500  # characters to generate per sample
     temperature: float = 0.8  # 0: always the most likely character; <1 sharper, >1 more random
     top_k: int = 200  # keep only the k most likely characters at each step (clamped to the vocabulary)
+    top_p: float = 1.0  # nucleus: keep the fewest most likely characters whose probabilities add up to >= p (1: all)
+    stop: str = ""  # stop a sample right after this text appears in it; \n means a newline (empty: never)
     seed: int = 1337  # the same seed gives the same samples
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
     unknown: str = "error"  # prompt characters missing from the vocabulary: error, or skip them
+    kv_cache: bool = True  # 1: fast generation with the KV cache (engine.py); 0: recompute everything (same text)
+    refill_every: int = 1  # with the cache, re-fill a full window every N tokens: 1 is exact, more is faster
+    interactive: bool = False  # read prompts from stdin, one per line, until end of input (Ctrl-D) or Ctrl-C
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -48,6 +56,11 @@ class SampleConfig:
             raise ValueError(f"temperature must be 0 (greedy) or a number from {MIN_TEMPERATURE} up, got {self.temperature}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.refill_every < 1:
+            raise ValueError(f"refill_every must be at least 1, got {self.refill_every}")
+        self.stop = self.stop.replace("\\n", "\n")  # so that --stop '\n\n' works from a shell
         if self.unknown not in ("error", "skip"):
             raise ValueError(f"unknown must be 'error' or 'skip', got {self.unknown!r}")
         if not -2**63 <= self.seed < 2**64:  # what torch.Generator.manual_seed accepts
@@ -101,21 +114,89 @@ def main(argv=None):
     print(f"{path}: iteration {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}, "
           f"{model.num_params():,} parameters, on {device}", file=sys.stderr)
 
-    generator = torch.Generator().manual_seed(cfg.seed)
-    idx = torch.tensor([prompt_ids] * cfg.num_samples, dtype=torch.long, device=device)  # (N, T)
-    if cfg.num_samples == 1:
-        # stream: one token at a time, printed as soon as it makes whole characters
-        sys.stdout.write(tokenizer.decode(prompt_ids))
-        stream = StreamDecoder(tokenizer)
-        for _ in range(cfg.max_new_tokens):
-            idx = model.generate(idx, 1, cfg.temperature, cfg.top_k, generator)  # (1, T+1)
-            sys.stdout.write(stream.add(idx[0, -1].item()))
-            sys.stdout.flush()
-        sys.stdout.write(stream.flush() + "\n")
-    else:
-        out = model.generate(idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, generator)  # (N, T+new)
-        print(SEPARATOR.join(tokenizer.decode(row.tolist()) for row in out))
+    if cfg.refill_every > model.config.block_size:
+        raise UserError(f"refill_every must be at most the model's block_size ({model.config.block_size})")
 
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.interactive:
+        interact(model, tokenizer, cfg, generator, device)
+    else:
+        write_samples(model, tokenizer, prompt_ids, cfg, generator, device)
+
+
+def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_prompt=True):
+    """Generate cfg.num_samples continuations of prompt_ids as one batch and write them to stdout.
+
+    One sample is streamed: each character is printed as soon as it exists. Several are printed together at
+    the end, separated by a line. A sample ends after max_new_tokens, or right after the --stop text.
+    """
+    idx = torch.tensor([prompt_ids] * cfg.num_samples, dtype=torch.long, device=device)  # (N, T)
+    prompt = tokenizer.decode(prompt_ids) if echo_prompt else ""
+    texts = [""] * cfg.num_samples  # what each sample has generated so far
+    # one incremental decoder per sample: a BPE token may end inside a multi-byte character, which is held
+    # back until it is complete, so only whole characters are printed or searched for --stop
+    decoders = [StreamDecoder(tokenizer) for _ in range(cfg.num_samples)]
+    done = [False] * cfg.num_samples
+    streaming = cfg.num_samples == 1
+    if streaming:
+        sys.stdout.write(prompt)
+    steps = engine.stream(model, idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, generator,
+                          cfg.top_p, cfg.kv_cache, cfg.refill_every)
+    for next_token in steps:  # (N, 1)
+        for row, token in enumerate(next_token[:, 0].tolist()):
+            if done[row]:
+                continue  # a finished sample still rides along in the batch; its new tokens are dropped
+            before = len(texts[row])
+            texts[row] += decoders[row].add(token)
+            if cfg.stop:
+                found = texts[row].find(cfg.stop, max(0, before - len(cfg.stop) + 1))
+                if found >= 0:
+                    texts[row] = texts[row][: found + len(cfg.stop)]
+                    done[row] = True
+            if streaming:
+                sys.stdout.write(texts[row][before:])
+                sys.stdout.flush()
+        if all(done):
+            break
+    for row in range(cfg.num_samples):  # an unfinished character at the very end comes out as U+FFFD
+        if not done[row]:
+            tail = decoders[row].flush()
+            texts[row] += tail
+            if streaming:
+                sys.stdout.write(tail)
+    if streaming:
+        sys.stdout.write("\n")
+    else:
+        print(SEPARATOR.join(prompt + text for text in texts))
+    sys.stdout.flush()
+
+
+PROMPT = "> "
+
+
+def interact(model, tokenizer, cfg, generator, device):
+    """--interactive: a small loop. Read one prompt per line from stdin, write its continuation to stdout,
+    repeat. The "> " marker and messages go to stderr, so stdout holds only generated text. End of input
+    (Ctrl-D, or the end of a piped file) or Ctrl-C at the prompt ends it; Ctrl-C while generating stops that
+    answer only. An empty line prompts with a newline."""
+    print("type a prompt and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
+    while True:
+        sys.stderr.write(PROMPT)
+        sys.stderr.flush()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            line = ""
+        if not line:  # readline returns "" only at end of input
+            sys.stderr.write("\n")
+            return
+        try:
+            prompt_ids = encode_prompt(tokenizer, line.rstrip("\n"), cfg.unknown)
+            write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_prompt=False)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("\n(stopped)", file=sys.stderr)
 
 if __name__ == "__main__":
     run(main)

@@ -1,0 +1,105 @@
+"""Generation: the KV-cache engine gives the reference's tokens, the sampling controls keep the right tokens,
+and sample.py's --interactive loop answers prompts and ends at end of input."""
+
+import pytest
+import torch
+
+import checkpoint
+import engine
+import sample
+from conftest import run_script
+from model import sample_next_token
+
+
+@pytest.fixture(scope="module")
+def trained_model(trained_run):
+    """The tiny trained model (block_size 32, 2 layers) from the conftest run, in eval mode."""
+    return checkpoint.load_model(checkpoint.load(trained_run / "ckpt.pt"), "cpu").eval()
+
+
+def prompts(model, length, batch=3):
+    """`batch` different prompts of `length` tokens each, (batch, length)."""
+    return torch.randint(0, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(length))
+
+
+@pytest.mark.parametrize("prompt_length", [5, 50])  # shorter and longer than block_size 32
+@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=1.0), dict(temperature=0.8, top_k=5, top_p=0.9)],
+                         ids=["greedy", "sampled", "top-k-top-p"])
+def test_cached_generation_gives_the_reference_tokens(trained_model, prompt_length, settings):
+    idx = prompts(trained_model, prompt_length)
+    new = 4 * trained_model.config.block_size  # run far past the window: the cache must be re-filled exactly
+    reference = trained_model.generate(idx, new, generator=torch.Generator().manual_seed(3), **settings)
+    cached = engine.generate(trained_model, idx, new, generator=torch.Generator().manual_seed(3), **settings)
+    assert cached.shape == (3, prompt_length + new)
+    assert torch.equal(cached, reference)
+
+
+def test_cached_logits_match_the_full_recompute(trained_model):
+    """Token by token through the cache, the logits equal a full forward over the same prefix (to float error)."""
+    idx = prompts(trained_model, trained_model.config.block_size, batch=2)  # (2, 32)
+    cache = engine.KVCache(trained_model.config, batch_size=2, device="cpu")
+    with torch.no_grad():
+        cached = [engine.forward(trained_model, idx[:, :4], cache)]  # prefill 4 tokens, then one at a time
+        cached += [engine.forward(trained_model, idx[:, t - 1 : t], cache) for t in range(5, idx.size(1) + 1)]
+        full = [trained_model(idx[:, :t])[0][:, -1, :] for t in range(4, idx.size(1) + 1)]
+    assert cache.length == trained_model.config.block_size
+    assert torch.allclose(torch.stack(cached), torch.stack(full), atol=1e-5, rtol=0)
+
+
+def test_refill_every_n_agrees_until_the_window_is_full(trained_model):
+    """The faster, inexact mode sees exactly the reference's context until the window first fills."""
+    idx = prompts(trained_model, 5)
+    block_size = trained_model.config.block_size
+    exact = engine.generate(trained_model, idx, 3 * block_size, temperature=0)
+    fast = engine.generate(trained_model, idx, 3 * block_size, temperature=0, refill_every=8)
+    first = block_size + 1  # the 5 prompt tokens and new tokens up to the one computed from a full window
+    assert torch.equal(fast[:, :first], exact[:, :first])
+
+
+def drawn_tokens(probs, **settings):
+    """The set of tokens sample_next_token ever picks from this distribution, over 4000 draws in one batch."""
+    logits = torch.tensor(probs).log().repeat(4000, 1)  # (4000, V)
+    return set(sample_next_token(logits, generator=torch.Generator().manual_seed(0), **settings)[:, 0].tolist())
+
+
+@pytest.mark.parametrize("top_p, kept", [(0.3, {0}), (0.6, {0, 1}), (0.9, {0, 1, 2}), (0.97, {0, 1, 2, 3}), (1.0, {0, 1, 2, 3})])
+def test_top_p_keeps_the_smallest_set_with_enough_mass(top_p, kept):
+    # probabilities 0.5, 0.3, 0.15, 0.05, in a shuffled vocabulary order to check the un-sorting too
+    order = [2, 0, 3, 1]  # token 2 has 0.5, token 0 has 0.3, token 3 has 0.15, token 1 has 0.05
+    probs = [0.0] * 4
+    for rank, p in zip(order, [0.5, 0.3, 0.15, 0.05]):
+        probs[rank] = p
+    assert drawn_tokens(probs, top_p=top_p) == {order[i] for i in kept}
+
+
+def test_top_k_keeps_exactly_k_even_with_ties():
+    # four tokens share the top probability: top_k=2 must still keep exactly two of them, never three or four
+    drawn = drawn_tokens([0.2, 0.2, 0.2, 0.2, 0.1, 0.1], top_k=2)
+    assert len(drawn) == 2 and drawn <= {0, 1, 2, 3}
+
+
+def sample_stdout(capsys, *argv):
+    """Run sample.py's main in this process and return what it printed to stdout."""
+    sample.main([str(a) for a in argv])
+    return capsys.readouterr().out
+
+
+def test_sample_cli_cache_on_and_off_print_the_same_text(trained_run, capsys):
+    args = ["--out_dir", trained_run, "--start", "ROMEO:", "--max_new_tokens", 100, "--num_samples", 2, "--top_p", 0.95]
+    cached, recomputed = sample_stdout(capsys, *args), sample_stdout(capsys, *args, "--kv_cache", 0)
+    assert cached == recomputed and cached.count("ROMEO:") == 2
+
+
+def test_sample_cli_stops_right_after_the_stop_text(trained_run, capsys):
+    out = sample_stdout(capsys, "--out_dir", trained_run, "--start", "ROMEO:", "--max_new_tokens", 300, "--stop", "e")
+    text = out[:-1]  # the final newline is printed after the sample
+    assert text.startswith("ROMEO:") and text.endswith("e") and text.count("e") == 1
+
+
+def test_interactive_answers_each_prompt_and_ends_at_end_of_input(trained_run):
+    result = run_script("sample.py", "--out_dir", trained_run, "--interactive", "--max_new_tokens", 25,
+                        stdin="ROMEO:\nJULIET:\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("> ") == 3  # asked for a prompt three times: two answered, then end of input
+    assert len(result.stdout) == 2 * (25 + 1)  # two answers of 25 characters, each ended by a newline
+    assert "Traceback" not in result.stderr
