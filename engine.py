@@ -77,7 +77,10 @@ def attention_with_cache(attn, x, cache, layer):
     # (a rotary model would rotate q and k here by their positions cache.length..cache.length+T-1)
     start = cache.length
     keys, values = cache.add(layer, k, v)  # (B, nh, start+T, hs) each
-    if T == 1:
+    if attn.pattern is not None:
+        # a sparse pattern (e.g. BigBird): the rows of the new positions, over every position so far
+        mask = attn.pattern[start : start + T, : start + T]  # (T, start+T)
+    elif T == 1:
         mask = None  # the one new token may look at every position before it, and at itself
     else:
         # new token i sits at position start+i and may look at positions 0..start+i

@@ -34,6 +34,20 @@ def test_cached_generation_gives_the_reference_tokens(trained_model, prompt_leng
     assert torch.equal(cached, reference)
 
 
+def test_cached_generation_follows_a_sparse_attention_pattern():
+    """A BigBird model's cache must use the same sparse mask rows as the full forward pass."""
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=24, vocab_size=11, n_layer=2, n_head=2, n_embd=16,
+                       attn_pattern="bigbird", bigbird_window=4, bigbird_global=1, bigbird_random=1)
+    model = GPT(config).eval()
+    prompt = torch.randint(0, 11, (2, 3), generator=torch.Generator().manual_seed(1))
+    reference = model.generate(prompt, 60, temperature=0)
+    cached = engine.generate(model, prompt, 60, temperature=0)
+    assert torch.equal(cached, reference)
+
+
 def test_cached_logits_match_the_full_recompute(trained_model):
     """Token by token through the cache, the logits equal a full forward over the same prefix (to float error)."""
     idx = prompts(trained_model, trained_model.config.block_size, batch=2)  # (2, 32)
