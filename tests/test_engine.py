@@ -42,10 +42,21 @@ def test_cached_generation_follows_a_sparse_attention_pattern():
     config = GPTConfig(block_size=24, vocab_size=11, n_layer=2, n_head=2, n_embd=16,
                        attn_pattern="bigbird", bigbird_window=4, bigbird_global=1, bigbird_random=1)
     model = GPT(config).eval()
-    prompt = torch.randint(0, 11, (2, 3), generator=torch.Generator().manual_seed(1))
-    reference = model.generate(prompt, 60, temperature=0)
-    cached = engine.generate(model, prompt, 60, temperature=0)
-    assert torch.equal(cached, reference)
+    with torch.no_grad():  # sharpen attention: at initialisation it is nearly uniform, which hides the mask
+        for block in model.blocks:
+            block.attn.c_attn.weight.mul_(20)
+    idx = torch.randint(0, 11, (2, 24), generator=torch.Generator().manual_seed(1))
+    cache = engine.KVCache(config, 2, "cpu")
+    engine.forward(model, idx[:, :3], cache)  # prefill three tokens, then one at a time
+    full_logits, _ = model(idx)
+    for t in range(3, 24):
+        cached = engine.forward(model, idx[:, t : t + 1], cache)  # (2, V) at position t
+        assert torch.allclose(cached, full_logits[:, t], atol=1e-5), t
+    prompt = idx[:, :3]
+    sampled = dict(temperature=1.0, generator=torch.Generator().manual_seed(3))
+    reference = model.generate(prompt, 60, **sampled)
+    sampled["generator"] = torch.Generator().manual_seed(3)
+    assert torch.equal(engine.generate(model, prompt, 60, **sampled), reference)
 
 
 def test_cached_logits_match_the_full_recompute(trained_model):
