@@ -30,6 +30,14 @@ class GPTConfig:
     dropout: float = 0.0  # dropout probability during training (0 turns it off)
     bias: bool = True  # biases in Linear and LayerNorm layers
     attn_impl: str = "sdpa"  # 'sdpa' (fused F.scaled_dot_product_attention) or 'explicit' (the readable reference)
+    # Modern options, all off by default (the lecture's model). See docs/experiments.md for what each one buys.
+    pos_emb: str = "learned"  # 'learned' (a table of block_size position vectors) or 'rope' (rotate q and k by position)
+    norm: str = "layernorm"  # 'layernorm' or 'rmsnorm' (scale by the root-mean-square only: no mean, no bias)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before attention (steadier at high lr)
+    mlp_act: str = "gelu"  # the MLP's nonlinearity: 'gelu' or 'relu2' (ReLU squared)
+    tie_head: bool = True  # the LM head shares its matrix with the token embedding
+    zero_init_proj: bool = False  # output projections start at 0, so every block starts as the identity
+    logit_softcap: float = 0.0  # logits become cap * tanh(logits / cap), bounded in (-cap, cap) (0: off)
 
     def __post_init__(self):
         # Catch impossible shapes here, with a message that names the field, instead of deep inside forward().
@@ -42,6 +50,37 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attn_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
+        for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")), ("mlp_act", ("gelu", "relu2"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"pos_emb 'rope' needs an even head size, got {self.n_embd // self.n_head}")
+        if self.logit_softcap < 0:
+            raise ValueError(f"logit_softcap must not be negative, got {self.logit_softcap}")
+
+
+def rotary_cos_sin(positions, head_size, base=10000.0):
+    """RoPE tables for absolute positions (T,) -> cos, sin, each (T, head_size // 2).
+
+    Pair i of a head's vector is rotated by the angle position * base^(-2i/head_size): fast-turning pairs
+    see fine position differences, slow ones coarse ones. Because q and k are both rotated, q . k depends only
+    on how far apart two positions are, never on where they are."""
+    freqs = base ** (-torch.arange(0, head_size, 2, device=positions.device).float() / head_size)  # (hs/2,)
+    angles = positions.float()[:, None] * freqs[None, :]  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate each (first half, second half) pair of x (B, nh, T, hs) by the angles in cos, sin (T, hs/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)  # (B, nh, T, hs)
+
+
+def make_norm(config):
+    """The normalisation in front of each sub-layer and before the LM head."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 def explicit_attention(q, k, v, causal, dropout_p=0.0):
@@ -71,18 +110,23 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.attn_impl = config.attn_impl
+        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads' outputs
         self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (see GPT._init_weights)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, causal=True):
+    def forward(self, x, causal=True, rope=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         # split C into nh heads of size hs and move the head axis forward so heads run as a batch
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if rope is not None:  # (cos, sin) for these T positions: position enters through the q . k angles
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         dropout_p = self.dropout if self.training else 0.0
         if self.attn_impl == "sdpa":  # same maths as explicit_attention, in one fused kernel
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)  # (B, nh, T, hs)
@@ -101,9 +145,11 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
+        self.relu2 = config.mlp_act == "relu2"
 
     def forward(self, x):
-        x = F.gelu(self.c_fc(x))  # (B, T, 4C)
+        x = self.c_fc(x)  # (B, T, 4C)
+        x = F.relu(x).square() if self.relu2 else F.gelu(x)  # (B, T, 4C)
         return self.dropout(self.c_proj(x))  # (B, T, C)
 
 
@@ -114,13 +160,13 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, causal=True):
-        x = x + self.attn(self.ln_1(x), causal=causal)  # (B, T, C)
+    def forward(self, x, causal=True, rope=None):
+        x = x + self.attn(self.ln_1(x), causal=causal, rope=rope)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 
@@ -132,14 +178,16 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # what each character is
-        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is: 0..block_size-1
+        if config.pos_emb == "learned":
+            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is: 0..block_size-1
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: reading a character in and scoring it on the way out use one matrix (V, C).
         # It saves V*C parameters and usually trains a little better.
-        self.lm_head.weight = self.token_embedding.weight
+        if config.tie_head:
+            self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -149,7 +197,7 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "is_residual_projection", False):
-                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+                std = 0.0 if self.config.zero_init_proj else 0.02 / math.sqrt(2 * self.config.n_layer)
             torch.nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
@@ -170,13 +218,19 @@ class GPT(nn.Module):
                 f"the model has position embeddings for only {self.config.block_size} places; crop the input"
             )
         positions = torch.arange(T, device=idx.device)  # (T,)
-        tok = self.token_embedding(idx)  # (B, T, C)
-        pos = self.position_embedding(positions)  # (T, C), broadcast over the batch
-        x = self.drop(tok + pos)  # (B, T, C)
+        x = self.token_embedding(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos_emb == "learned":
+            x = x + self.position_embedding(positions)  # (B, T, C): (T, C) broadcast over the batch
+        else:
+            rope = rotary_cos_sin(positions, self.config.n_embd // self.config.n_head)  # 2 x (T, hs/2)
+        x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
-            x = block(x)  # (B, T, C)
+            x = block(x, rope=rope)  # (B, T, C)
         x = self.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V): a score for every possible next token at every position
+        if self.config.logit_softcap:  # a smooth clamp: no logit can run away
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)  # (B, T, V)
         loss = None
         if targets is not None:
             # every one of the B*T positions is its own prediction problem

@@ -6,6 +6,7 @@ train.py -- train a GPT on the integer sequences written by prepare.py. One loop
     python train.py --preset cpu --max_iters 500 --out_dir out-short
     python train.py --out_dir out --resume       # continue out/last.pt exactly where it stopped
     python train.py --help                       # every setting, with its default
+    torchrun --standalone --nproc_per_node=2 train.py --gradient_accumulation_steps 2   # 2 processes (DDP)
 
 Settings come from, in increasing priority: the defaults below, config/PRESET.toml, the command line.
 
@@ -20,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,11 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import checkpoint
 from cli import Parser, UserError, add_dataclass_flags, build, load_preset, pick_device, run
 from model import GPT, GPTConfig, make_optimizer
+from muon import make_muon_optimizer
 from tokenizer import read_meta, tokenizer_from_meta
 
 
@@ -56,10 +61,14 @@ class TrainConfig:
     min_lr: float = 1e-4  # the cosine decay ends here
     warmup_iters: int = 100  # linear warmup steps
     lr_decay_iters: int = 0  # the cosine decay lasts this many steps (0: the whole run, max_iters)
+    decay: str = "cosine"  # shape of the decay after warmup: 'cosine' or 'linear' (a straight warm-down)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
     beta1: float = 0.9  # AdamW beta1
     beta2: float = 0.99  # AdamW beta2
     grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    optimizer: str = "adamw"  # 'adamw', or 'muon' (Muon for the blocks' matrices, AdamW for the rest)
+    muon_lr: float = 0.02  # Muon's peak learning rate (follows the same schedule as learning_rate)
+    muon_momentum: float = 0.95  # Muon's momentum
     # system
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
     dtype: str = "auto"  # auto (bfloat16 autocast on CUDA if supported, else float32), float32 or bfloat16
@@ -86,6 +95,10 @@ class TrainConfig:
             raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
+        if self.decay not in ("cosine", "linear"):
+            raise ValueError(f"decay must be cosine or linear, got {self.decay!r}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
 
 
 MODEL_FLAGS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]  # vocab_size comes from the data
@@ -133,13 +146,15 @@ def get_batch(data, batch_size, block_size, generator):
 
 
 def learning_rate_at(it, cfg: TrainConfig):
-    """Linear warmup from lr/(warmup+1) (never a zero-lr first step), then cosine decay to min_lr."""
+    """Linear warmup from lr/(warmup+1) (never a zero-lr first step), then cosine (or linear) decay to min_lr."""
     decay_iters = cfg.lr_decay_iters or cfg.max_iters
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
     if it >= decay_iters:
         return cfg.min_lr
     progress = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)  # 0 -> 1
+    if cfg.decay == "linear":
+        return cfg.learning_rate + progress * (cfg.min_lr - cfg.learning_rate)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
@@ -188,18 +203,71 @@ def autocast_context(device_type, dtype):
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
 
-def rng_state(data_generator, device_type):
-    state = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
+def rng_state(data_generators, device_type, world_size=1):
+    """Every random stream of the run, for exact resume: per process the torch (dropout) state, and the state of
+    every micro-batch slot's data generator. Under torchrun each rank holds only its own, so they are gathered
+    (every rank must call this; rank 0 writes them)."""
+    state = {"torch": [torch.get_rng_state()], "data": [g.get_state() for g in data_generators]}
     if device_type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [torch.cuda.get_rng_state()]
+    if world_size > 1:
+        gathered = [None] * world_size
+        dist.all_gather_object(gathered, state)  # in rank order, so "data" stays in slot order
+        state = {key: [s for rank_state in gathered for s in rank_state[key]] for key in state}
     return state
 
 
-def restore_rng_state(state, data_generator, device_type):
-    torch.set_rng_state(state["torch"])
-    data_generator.set_state(state["data"])
-    if device_type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+def restore_rng_state(state, data_generators, device_type, rank=0, first_slot=0):
+    """Put back this rank's streams. A slot or rank the checkpoint does not have (more processes or more
+    accumulation steps than before) keeps its fresh seed: the run continues, just not bit-exactly."""
+    if rank < len(state["torch"]):
+        torch.set_rng_state(state["torch"][rank])
+    if device_type == "cuda" and rank < len(state.get("cuda", [])):
+        torch.cuda.set_rng_state(state["cuda"][rank])
+    for slot, generator in enumerate(data_generators, start=first_slot):
+        if slot < len(state["data"]):
+            generator.set_state(state["data"][slot])
+
+
+def setup_distributed():
+    """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE) join the process group: nccl between GPUs, gloo
+    between CPU processes. Returns (rank, world_size, device or None); without torchrun (0, 1, None)."""
+    if "RANK" not in os.environ:
+        return 0, 1, None
+    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.cuda.is_available():
+        device = f"cuda:{local_rank}"  # one GPU per process
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=torch.device(device))
+    else:
+        device = "cpu"
+        dist.init_process_group("gloo")
+    return rank, world_size, device
+
+
+def system_settings(cfg, device_type, bf16_supported):
+    """The speed settings that depend on the device: dtype (bfloat16 autocast on CUDA when it can), whether to
+    torch.compile (auto: CUDA only; on a CPU it was no faster, see docs/experiments.md) and fused AdamW (CUDA)."""
+    return {"dtype": pick_dtype(cfg.dtype, device_type, bf16_supported),
+            "compile": cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda"),
+            "fused": device_type == "cuda"}
+
+
+def compile_or_fallback(model, x, y, autocast, backend="inductor"):
+    """torch.compile(model), tried once on a real batch (compiling happens lazily, at the first call). If it
+    fails (no C++ compiler, an unsupported GPU, a torch bug), say so in one line and train uncompiled instead.
+    The trial runs with forked random streams and its gradients are dropped, so it changes nothing."""
+    compiled = torch.compile(model, backend=backend)
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), autocast:
+            compiled(x, y)[1].backward()
+    except Exception as e:  # noqa: BLE001 -- any compiler failure means: fall back to eager
+        print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              f"training without it", file=sys.stderr)
+        compiled = model
+    model.zero_grad(set_to_none=True)
+    return compiled
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,6 +302,12 @@ def resolve_settings(flags):
 def main(argv=None):
     model_values, cfg, resumed = resolve_settings(parse_args(argv))
     out_dir = Path(cfg.out_dir)
+    rank, world_size, ddp_device = setup_distributed()
+    master = rank == 0  # only rank 0 evaluates, logs, samples and writes checkpoints
+    if cfg.gradient_accumulation_steps % world_size:
+        raise UserError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be a multiple of the "
+                        f"number of processes ({world_size}): each process runs an equal share of the micro-batches")
+    local_steps = cfg.gradient_accumulation_steps // world_size  # this process's micro-batches per step
 
     # -- the data and its vocabulary
     try:
@@ -254,59 +328,80 @@ def main(argv=None):
                         f"--overwrite to start over, or another --out_dir")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
+        probe = out_dir / f".write-test-{rank}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
+    if world_size > 1:
+        dist.barrier()  # every rank has checked out_dir before rank 0 writes into it
 
     # -- device and precision
-    device = pick_device(cfg.device)
+    device = ddp_device or pick_device(cfg.device)
     device_type = device.split(":")[0]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dtype = pick_dtype(cfg.dtype, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+    settings = system_settings(cfg, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+    dtype = settings["dtype"]
     autocast = autocast_context(device_type, dtype)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls that do run (outside autocast) use TF32
         torch.backends.cudnn.allow_tf32 = True
 
     # -- model, optimizer, random streams
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_config).to(device)
-    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), fused=device_type == "cuda")
-    data_generator = torch.Generator().manual_seed(cfg.seed)  # draws the training batches
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "muon":
+        optimizer = make_muon_optimizer(model, cfg.learning_rate, cfg.muon_lr, cfg.muon_momentum, cfg.weight_decay,
+                                        betas, fused=settings["fused"])
+    else:
+        optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, betas, fused=settings["fused"])
+    torch.manual_seed(cfg.seed + rank)  # dropout differs between ranks (rank 0: the single-process stream)
+    # One data stream per micro-batch slot of a step, seeded by its slot number; rank r owns slots
+    # r*local_steps .. (r+1)*local_steps-1. So N processes draw different batches, and together exactly the
+    # batches that one process with N x the accumulation steps would draw.
+    first_slot = rank * local_steps
+    data_generators = [torch.Generator().manual_seed(cfg.seed + slot) for slot in range(first_slot, first_slot + local_steps)]
     iter_num, best_val_loss = 0, float("inf")
     if resumed:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
-        restore_rng_state(resumed["rng"], data_generator, device_type)
+        restore_rng_state(resumed["rng"], data_generators, device_type, rank, first_slot)
         iter_num, best_val_loss = resumed["iter_num"], resumed["best_val_loss"]
-    compile_on = cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda")
-    train_model = torch.compile(model) if compile_on else model  # checkpoints always save the plain `model`
+    eval_model = model  # checkpoints always save the plain `model`
+    if settings["compile"]:
+        x, y = get_batch(train_data, cfg.batch_size, model_config.block_size, torch.Generator().manual_seed(0))
+        eval_model = compile_or_fallback(model, x.to(device), y.to(device), autocast)
+    compile_on = eval_model is not model
+    # DDP averages the gradients of all ranks during backward(); rank 0 evaluates with the unwrapped model
+    train_model = DistributedDataParallel(eval_model, device_ids=[device] if device_type == "cuda" else None) \
+        if world_size > 1 else eval_model
 
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * model_config.block_size
+    if not master:
+        sys.stdout = open(os.devnull, "w")  # only rank 0 talks (errors still reach stderr)
     print(f"model: {model.num_params():,} parameters, {model_config.n_layer} layers, {model_config.n_head} heads, "
           f"{model_config.n_embd} wide, block {model_config.block_size}, vocab {model_config.vocab_size}")
-    print(f"device {device}, {dtype}, compile {'on' if compile_on else 'off'}, {torch.get_num_threads()} threads; "
-          f"{tokens_per_iter:,} tokens per iteration")
+    print(f"device {device}, {dtype}, compile {'on' if compile_on else 'off'}, {torch.get_num_threads()} threads"
+          f"{f', {world_size} processes' if world_size > 1 else ''}; {tokens_per_iter:,} tokens per iteration")
     if resumed:
         print(f"resuming {out_dir / 'last.pt'} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
 
     # -- metrics: on resume, drop lines written after the checkpoint (they belong to the lost tail of the run)
     metrics_path = out_dir / "metrics.jsonl"
-    if resumed and metrics_path.exists():
+    if master and resumed and metrics_path.exists():
         kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["iter"] <= iter_num]
         metrics_path.write_text("".join(line + "\n" for line in kept))
-    elif not resumed:
+    elif master and not resumed:
         metrics_path.write_text("")
-    metrics_file = open(metrics_path, "a")
+    metrics_file = open(metrics_path, "a") if master else open(os.devnull, "w")
 
     def log(record):
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
 
-    def make_checkpoint():
+    def make_checkpoint(rng):
         return {
             "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
             "model": model.state_dict(),
@@ -316,12 +411,15 @@ def main(argv=None):
             "optimizer": optimizer.state_dict(),
             "iter_num": iter_num,
             "best_val_loss": best_val_loss,
-            "rng": rng_state(data_generator, device_type),
+            "rng": rng,
         }
 
     def evaluate_and_save():
         nonlocal best_val_loss
-        losses = estimate_loss(train_model, {"train": train_data, "val": val_data}, cfg, model_config.block_size, device, autocast)
+        rng = rng_state(data_generators, device_type, world_size)  # every rank takes part in gathering these
+        if not master:
+            return
+        losses = estimate_loss(eval_model, {"train": train_data, "val": val_data}, cfg, model_config.block_size, device, autocast)
         improved = losses["val"] < best_val_loss
         best_val_loss = min(best_val_loss, losses["val"])
         log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "train_loss": losses["train"],
@@ -331,7 +429,7 @@ def main(argv=None):
         if cfg.sample_chars:
             tqdm.write("sample: " + sample_text(model, tokenizer, cfg.sample_chars, device, cfg.seed).replace("\n", "\n        "))
         try:
-            state = make_checkpoint()
+            state = make_checkpoint(rng)
             checkpoint.save(state, out_dir / "last.pt")
             if improved:
                 checkpoint.save(state, out_dir / "ckpt.pt")
@@ -339,7 +437,7 @@ def main(argv=None):
             raise UserError(str(e)) from None
 
     # -- the training loop
-    show_bar = sys.stdout.isatty()
+    show_bar = master and sys.stdout.isatty()
     bar = tqdm(total=cfg.max_iters, initial=iter_num, disable=not show_bar, unit="it", dynamic_ncols=True)
     start_iter, run_start = iter_num, time.perf_counter()
     window_start, window_iters = time.perf_counter(), 0
@@ -350,14 +448,17 @@ def main(argv=None):
 
         lr = learning_rate_at(iter_num, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own peak rate
         loss_sum = 0.0
-        for _ in range(cfg.gradient_accumulation_steps):
-            x, y = get_batch(train_data, cfg.batch_size, model_config.block_size, data_generator)
-            with autocast:
-                _, loss = train_model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-            loss = loss / cfg.gradient_accumulation_steps  # the gradients of the micro-batches add up to a mean
-            loss.backward()
+        for micro_step, generator in enumerate(data_generators):
+            x, y = get_batch(train_data, cfg.batch_size, model_config.block_size, generator)
+            # under DDP, gradients are averaged across ranks only once, in the last micro-step's backward
+            last = micro_step == local_steps - 1
+            with contextlib.nullcontext() if world_size == 1 or last else train_model.no_sync():
+                with autocast:
+                    _, loss = train_model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                loss = loss / local_steps  # the micro-batches' gradients add up to a mean (DDP averages ranks)
+                loss.backward()
             loss_sum += loss.detach()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -383,6 +484,8 @@ def main(argv=None):
     if not (resumed and iter_num == start_iter):
         evaluate_and_save()
     metrics_file.close()
+    if world_size > 1:
+        dist.destroy_process_group()
     print(f"done: {iter_num} iterations in {time.perf_counter() - run_start:.1f} s, best val loss {best_val_loss:.4f}; "
           f"checkpoints in {out_dir}/ (sample with: python sample.py --out_dir {out_dir})")
 
