@@ -229,6 +229,14 @@ def restore_rng_state(state, data_generators, device_type, rank=0, first_slot=0)
             generator.set_state(state["data"][slot])
 
 
+def build_optimizer(model, cfg, fused=False):
+    """AdamW for everything, or Muon for the blocks' matrices and AdamW for the rest (--optimizer muon)."""
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "muon":
+        return make_muon_optimizer(model, cfg.learning_rate, cfg.muon_lr, cfg.muon_momentum, cfg.weight_decay, betas, fused)
+    return make_optimizer(model, cfg.learning_rate, cfg.weight_decay, betas, fused=fused)
+
+
 def setup_distributed():
     """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE) join the process group: nccl between GPUs, gloo
     between CPU processes. Returns (rank, world_size, device or None); without torchrun (0, 1, None)."""
@@ -351,12 +359,7 @@ def main(argv=None):
     # -- model, optimizer, random streams
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_config).to(device)
-    betas = (cfg.beta1, cfg.beta2)
-    if cfg.optimizer == "muon":
-        optimizer = make_muon_optimizer(model, cfg.learning_rate, cfg.muon_lr, cfg.muon_momentum, cfg.weight_decay,
-                                        betas, fused=settings["fused"])
-    else:
-        optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, betas, fused=settings["fused"])
+    optimizer = build_optimizer(model, cfg, fused=settings["fused"])
     torch.manual_seed(cfg.seed + rank)  # dropout differs between ranks (rank 0: the single-process stream)
     # One data stream per micro-batch slot of a step, seeded by its slot number; rank r owns slots
     # r*local_steps .. (r+1)*local_steps-1. So N processes draw different batches, and together exactly the
