@@ -248,30 +248,36 @@ def throughput(args):
 
 
 def time_to_loss(args):
-    """Train every preset to the end of its own max_iters, in turns: each round gives every unfinished preset
-    eval_every steps (timed), then scores it on a fixed val set (not timed). Taking turns in small chunks means
-    every preset sees the same machine load, so the ratio holds even when the load drifts."""
+    """Train every preset to the end of its own max_iters (or to the target, with --stop_at_target 1), in turns.
+    Each round moves every preset 1/evals of its own run forward (timed), then scores it on a fixed val set
+    (not timed). So all presets advance in step and finish in the same round: every preset sees the same machine
+    load throughout, and the ratio holds even when the load drifts over time."""
     device = train.pick_device(args.device)
     runs = [PresetRun(name, args.data_dir, device, overrides=_overrides(args)) for name in args.presets.split(",")]
     curves = {r.name: [(0, 0.0, r.val_loss(args.eval_batches))] for r in runs}
-    while any(r.iter_num < r.cfg.max_iters for r in runs):
+    def running(r):
+        reached = args.stop_at_target and any(loss <= args.target for _, _, loss in curves[r.name][1:])
+        return r.iter_num < r.cfg.max_iters and not reached
+
+    while any(running(r) for r in runs):
         for r in runs:
-            if r.iter_num < r.cfg.max_iters:
-                r.train(min(args.eval_every, r.cfg.max_iters - r.iter_num))
+            if running(r):
+                chunk = math.ceil(r.cfg.max_iters / args.evals)
+                r.train(min(chunk, r.cfg.max_iters - r.iter_num))
                 curves[r.name].append((r.iter_num, r.train_seconds, r.val_loss(args.eval_batches)))
                 print(f"{r.name}: iter {r.iter_num}, {r.train_seconds:.1f} s, val {curves[r.name][-1][2]:.4f}", flush=True)
     rows = {}
     for r in runs:
         reached = next(((it, s) for it, s, loss in curves[r.name][1:] if loss <= args.target), None)  # after training
         rows[r.name] = {
-            "max_iters": r.cfg.max_iters, "train_seconds": r.train_seconds, "ms_per_iter": 1000 * r.train_seconds / r.iter_num,
+            "max_iters": r.cfg.max_iters, "iters": r.iter_num, "train_seconds": r.train_seconds, "ms_per_iter": 1000 * r.train_seconds / r.iter_num,
             "final_val": curves[r.name][-1][2], "best_val": min(loss for _, _, loss in curves[r.name]),
             "seconds_to_target": reached[1] if reached else None,
             "tokens_to_target": reached[0] * r.tokens_per_iter if reached else None,
             "curve": [{"iter": it, "seconds": s, "val_loss": loss} for it, s, loss in curves[r.name]],
         }
     base = rows[runs[0].name]
-    print(f"\ntarget val loss {args.target}, {args.eval_batches} x 12 val windows every {args.eval_every} iterations")
+    print(f"\ntarget val loss {args.target}, {args.eval_batches} x 12 val windows, {args.evals} evaluations per preset")
     print(f"{'preset':10} {'iters':>6} {'ms/iter':>8} {'train s':>8} {'final val':>9} {'s to target':>11} {'tokens':>10} {'speedup':>8}")
     for name, row in rows.items():
         if row["seconds_to_target"] and base["seconds_to_target"]:
@@ -281,9 +287,9 @@ def time_to_loss(args):
         speedup = f"{row['speedup']:.2f}x" if "speedup" in row else (f">{row['speedup_at_least']:.2f}x" if "speedup_at_least" in row else "-")
         to_target = f"{row['seconds_to_target']:.1f}" if row["seconds_to_target"] else "not reached"
         tokens = f"{row['tokens_to_target']:,}" if row["tokens_to_target"] else "-"
-        print(f"{name:10} {row['max_iters']:6} {row['ms_per_iter']:8.1f} {row['train_seconds']:8.1f} {row['final_val']:9.4f} "
+        print(f"{name:10} {row['iters']:6} {row['ms_per_iter']:8.1f} {row['train_seconds']:8.1f} {row['final_val']:9.4f} "
               f"{to_target:>11} {tokens:>10} {speedup:>8}")
-    result = {"target": args.target, "device": device, "eval_batches": args.eval_batches, "eval_every": args.eval_every,
+    result = {"target": args.target, "device": device, "eval_batches": args.eval_batches, "evals": args.evals,
               "presets": rows}
     write_json(args.json or "out-bench/time-to-loss.json", result)
     return result
@@ -331,8 +337,9 @@ def main(argv=None):
     p = commands.add_parser("time-to-loss", help="wall time and tokens until val loss <= target, per preset")
     p.add_argument("--target", type=float, default=1.88, help="val loss to reach (default: 1.88)")
     p.add_argument("--presets", default="classic,cpu", help="comma-separated; the first is the yardstick (default: classic,cpu)")
-    p.add_argument("--eval_every", type=int, default=100, help="steps between val evaluations (default: 100)")
+    p.add_argument("--evals", type=int, default=20, help="evaluations per preset, one per round; a round moves every preset 1/evals of its run (default: 20)")
     p.add_argument("--eval_batches", type=int, default=100, help="val batches of 12 windows per evaluation (default: 100)")
+    p.add_argument("--stop_at_target", type=int, default=0, help="1: stop each preset once it reaches the target (default: 0, run to max_iters)")
     _common_bench_flags(p)
     p.set_defaults(func=time_to_loss)
 

@@ -160,7 +160,7 @@ def test_resume_is_exact_with_muon_and_the_modern_options(slice_dir, tmp_path):
 
 def test_bench_time_to_loss_reports_every_preset_and_the_ratio(slice_dir, tmp_path):
     tiny = "n_layer=1,n_head=2,n_embd=16,block_size=16,batch_size=4,max_iters=4,threads=1"
-    result = bench.main(["time-to-loss", "--presets", "classic,cpu", "--target", "10", "--eval_every", "2",
+    result = bench.main(["time-to-loss", "--presets", "classic,cpu", "--target", "10", "--evals", "2",
                          "--eval_batches", "1", "--data_dir", str(slice_dir), "--set", tiny, "--json", str(tmp_path / "t.json")])
     assert set(result["presets"]) == {"classic", "cpu"}
     for row in result["presets"].values():
