@@ -9,25 +9,307 @@ Results with their commands and machines are kept in docs/experiments.md.
 """
 
 import json
+import math
+import resource
 import statistics
 import sys
 import time
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn as nn
+from torch.nn import functional as F
 
 import engine
-from cli import PRESET_DIR, Parser, UserError, run
+import train
+from cli import PRESET_DIR, Parser, UserError, build, run
 from model import GPT, GPTConfig
+from tokenizer import read_meta
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# throughput and time-to-loss: a preset's training step, exactly as train.py runs it
+
+
+class PresetRun:
+    """One preset's model, optimizer and batch stream, built the way train.py builds them, stepped in chunks so
+    that several presets can take turns (and so see the same machine load)."""
+
+    def __init__(self, preset, data_dir, device, overrides=()):
+        flags = {"preset": preset, "data_dir": data_dir, **dict(overrides)}
+        model_values, self.cfg, _ = train.resolve_settings(flags)
+        try:
+            meta = read_meta(data_dir)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from None
+        self.name, self.device = preset, device
+        self.model_config = build(GPTConfig, {**model_values, "vocab_size": meta["vocab_size"]}, f"preset {preset}")
+        self.train_data = train.load_split(data_dir, "train", self.model_config.block_size)
+        self.val_data = train.load_split(data_dir, "val", self.model_config.block_size)
+        device_type = device.split(":")[0]
+        settings = train.system_settings(self.cfg, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+        self.autocast = train.autocast_context(device_type, settings["dtype"])
+        torch.manual_seed(self.cfg.seed)
+        self.model = GPT(self.model_config).to(device)
+        self.optimizer = train.build_optimizer(self.model, self.cfg, fused=settings["fused"])
+        self.generators = [torch.Generator().manual_seed(self.cfg.seed + i) for i in range(self.cfg.gradient_accumulation_steps)]
+        self.step_model = self.model
+        if settings["compile"]:
+            x, y = self.batch(self.generators[0])
+            self.step_model = train.compile_or_fallback(self.model, x, y, self.autocast)
+        self.iter_num, self.train_seconds = 0, 0.0
+        self.tokens_per_iter = self.cfg.gradient_accumulation_steps * self.cfg.batch_size * self.model_config.block_size
+
+    def batch(self, generator):
+        x, y = train.get_batch(self.train_data, self.cfg.batch_size, self.model_config.block_size, generator)
+        return x.to(self.device), y.to(self.device)
+
+    def train(self, iters):
+        """iters optimizer steps, the body of train.py's loop (without its logging); returns their seconds."""
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        sync()
+        start = time.perf_counter()
+        for _ in range(iters):
+            lr = train.learning_rate_at(self.iter_num, self.cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            for generator in self.generators:
+                x, y = self.batch(generator)
+                with self.autocast:
+                    _, loss = self.step_model(x, y)
+                (loss / len(self.generators)).backward()
+            if self.cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.iter_num += 1
+        sync()
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        return seconds
+
+    @torch.no_grad()
+    def val_loss(self, batches, batch_size=12):
+        """Mean loss over a fixed set of val windows (the same starts every call): batches x batch_size windows."""
+        self.model.eval()
+        generator = torch.Generator().manual_seed(12345)
+        total = 0.0
+        for _ in range(batches):
+            x, y = train.get_batch(self.val_data, batch_size, self.model_config.block_size, generator)
+            with self.autocast:
+                total += self.model(x.to(self.device), y.to(self.device))[1].item()
+        self.model.train()
+        return total / batches
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def flops_per_token(config):
+    """Training FLOPs per token: 6 per weight (forward 2, backward 4) for every matrix a token passes through,
+    plus attention's scores and weighted sum (12 x layers x block x width), as in the PaLM paper's appendix B."""
+    matrices = 12 * config.n_layer * config.n_embd ** 2 + config.vocab_size * config.n_embd  # blocks + LM head
+    return 6 * matrices + 12 * config.n_layer * config.block_size * config.n_embd
+
+
+def matmul_flops(device, seconds=0.5):
+    """This machine's matmul throughput, measured now: float32 on a CPU, bfloat16 on CUDA (the dtypes training
+    uses there). The best of a few timed repetitions of a large square matmul."""
+    n, dtype = (1024, torch.float32) if device == "cpu" else (8192, torch.bfloat16)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline or best == 0.0:
+        sync()
+        start = time.perf_counter()
+        a @ b
+        sync()
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
+    return best
+
+
+def peak_memory_mb(device):
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB (the whole process)
+
+
+class EagerReference:
+    """The straightforward eager implementation the classic step is compared with: the lecture's gpt.py training
+    step with the same shapes (each head its own key/query/value Linear and explicit masked softmax, batches
+    stacked from Python slices, torch's default AdamW), on the same data."""
+
+    def __init__(self, run):
+        c, self.cfg = run.model_config, run.cfg
+        self.data = torch.from_numpy(np.asarray(run.train_data, dtype=np.int64))
+        self.block_size, self.device = c.block_size, run.device
+        torch.manual_seed(0)
+        self.model = _EagerGPT(c.vocab_size, c.n_embd, c.n_head, c.n_layer, c.block_size).to(run.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.learning_rate)
+        self.tokens_per_iter, self.name = run.tokens_per_iter, "eager reference"
+
+    def train(self, iters):
+        sync()
+        start = time.perf_counter()
+        for _ in range(iters):
+            ix = torch.randint(len(self.data) - self.block_size, (self.cfg.batch_size,))
+            x = torch.stack([self.data[i:i + self.block_size] for i in ix]).to(self.device)
+            y = torch.stack([self.data[i + 1:i + self.block_size + 1] for i in ix]).to(self.device)
+            _, loss = self.model(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        sync()
+        return time.perf_counter() - start
+
+
+class _EagerHead(nn.Module):
+    def __init__(self, n_embd, head_size, block_size):
+        super().__init__()
+        self.key, self.query, self.value = (nn.Linear(n_embd, head_size, bias=False) for _ in range(3))
+        self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size)))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        k, q = self.key(x), self.query(x)  # (B, T, hs) each
+        wei = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5  # (B, T, T)
+        wei = F.softmax(wei.masked_fill(self.tril[:T, :T] == 0, float("-inf")), dim=-1)  # (B, T, T)
+        return wei @ self.value(x)  # (B, T, hs)
+
+
+class _EagerBlock(nn.Module):
+    def __init__(self, n_embd, n_head, block_size):
+        super().__init__()
+        self.heads = nn.ModuleList([_EagerHead(n_embd, n_embd // n_head, block_size) for _ in range(n_head)])
+        self.proj = nn.Linear(n_embd, n_embd)
+        self.ffwd = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
+        self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
+
+    def forward(self, x):
+        x = x + self.proj(torch.cat([h(self.ln1(x)) for h in self.heads], dim=-1))  # (B, T, C)
+        return x + self.ffwd(self.ln2(x))  # (B, T, C)
+
+
+class _EagerGPT(nn.Module):
+    def __init__(self, vocab_size, n_embd, n_head, n_layer, block_size):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab_size, n_embd), nn.Embedding(block_size, n_embd)
+        self.blocks = nn.Sequential(*[_EagerBlock(n_embd, n_head, block_size) for _ in range(n_layer)])
+        self.ln_f, self.head = nn.LayerNorm(n_embd), nn.Linear(n_embd, vocab_size)
+
+    def forward(self, idx, targets):
+        B, T = idx.shape
+        x = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))  # (B, T, C)
+        logits = self.head(self.ln_f(self.blocks(x)))  # (B, T, V)
+        return logits, F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+
+
+def write_json(path, result):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def throughput(args):
-    raise UserError("bench.py throughput is not written yet")
+    """Chunks of the preset's step, the eager reference's step and a matmul measurement, taken in turns, so a
+    change in machine load hits all of them alike; medians over the rounds."""
+    device = train.pick_device(args.device)
+    run_ = PresetRun(args.preset, args.data_dir, device, overrides=_overrides(args))
+    contenders = [run_] + ([EagerReference(run_)] if args.eager else [])
+    for c in contenders:
+        c.train(args.warmup)  # first steps allocate memory and warm caches
+    ms = {c.name: [] for c in contenders}
+    peaks = []
+    for _ in range(args.rounds):
+        for c in contenders:
+            ms[c.name].append(1000 * c.train(args.iters) / args.iters)
+        peaks.append(matmul_flops(device))
+    step_ms, eager_ms = statistics.median(ms[run_.name]), statistics.median(ms.get("eager reference", [math.nan]))
+    peak = statistics.median(peaks)
+    achieved = flops_per_token(run_.model_config) * run_.tokens_per_iter / (step_ms / 1000)
+    result = {
+        "preset": args.preset, "device": device, "threads": torch.get_num_threads(),
+        "tokens_per_iter": run_.tokens_per_iter, "ms_per_iter": step_ms, "tokens_per_s": run_.tokens_per_iter * 1000 / step_ms,
+        "peak_memory_mb": peak_memory_mb(device), "achieved_flops": achieved,
+        "matmul_flops": peak, "fraction_of_matmul": achieved / peak,
+        "eager_reference_ms_per_iter": eager_ms, "speedup_vs_eager": eager_ms / step_ms,
+        "ms_per_iter_rounds": ms, "rounds": args.rounds, "iters_per_round": args.iters,
+    }
+    print(f"{'preset':10} {'ms/iter':>8} {'tokens/s':>9} {'peak MB':>8} {'GFLOP/s':>8} {'of matmul':>9} {'eager ms':>9} {'speedup':>8}")
+    print(f"{args.preset:10} {step_ms:8.1f} {result['tokens_per_s']:9,.0f} {result['peak_memory_mb']:8.0f} "
+          f"{achieved / 1e9:8.1f} {result['fraction_of_matmul']:9.0%} {eager_ms:9.1f} {result['speedup_vs_eager']:7.2f}x")
+    print(f"(matmul: {peak / 1e9:.1f} GFLOP/s {'float32' if device == 'cpu' else 'bfloat16'}; "
+          f"spread of step ms over rounds: {min(ms[run_.name]):.1f}..{max(ms[run_.name]):.1f})")
+    write_json(args.json or f"out-bench/throughput-{args.preset}.json", result)
+    return result
 
 
 def time_to_loss(args):
-    raise UserError("bench.py time-to-loss is not written yet")
+    """Train every preset to the end of its own max_iters (or to the target, with --stop_at_target 1), in turns.
+    Each round moves every preset 1/evals of its own run forward (timed), then scores it on a fixed val set
+    (not timed). So all presets advance in step and finish in the same round: every preset sees the same machine
+    load throughout, and the ratio holds even when the load drifts over time."""
+    device = train.pick_device(args.device)
+    runs = [PresetRun(name, args.data_dir, device, overrides=_overrides(args)) for name in args.presets.split(",")]
+    curves = {r.name: [(0, 0.0, r.val_loss(args.eval_batches))] for r in runs}
+    def running(r):
+        reached = args.stop_at_target and any(loss <= args.target for _, _, loss in curves[r.name][1:])
+        return r.iter_num < r.cfg.max_iters and not reached
+
+    while any(running(r) for r in runs):
+        for r in runs:
+            if running(r):
+                chunk = math.ceil(r.cfg.max_iters / args.evals)
+                r.train(min(chunk, r.cfg.max_iters - r.iter_num))
+                curves[r.name].append((r.iter_num, r.train_seconds, r.val_loss(args.eval_batches)))
+                print(f"{r.name}: iter {r.iter_num}, {r.train_seconds:.1f} s, val {curves[r.name][-1][2]:.4f}", flush=True)
+    rows = {}
+    for r in runs:
+        reached = next(((it, s) for it, s, loss in curves[r.name][1:] if loss <= args.target), None)  # after training
+        rows[r.name] = {
+            "max_iters": r.cfg.max_iters, "iters": r.iter_num, "train_seconds": r.train_seconds, "ms_per_iter": 1000 * r.train_seconds / r.iter_num,
+            "final_val": curves[r.name][-1][2], "best_val": min(loss for _, _, loss in curves[r.name]),
+            "seconds_to_target": reached[1] if reached else None,
+            "tokens_to_target": reached[0] * r.tokens_per_iter if reached else None,
+            "curve": [{"iter": it, "seconds": s, "val_loss": loss} for it, s, loss in curves[r.name]],
+        }
+    base = rows[runs[0].name]
+    print(f"\ntarget val loss {args.target}, {args.eval_batches} x 12 val windows, {args.evals} evaluations per preset")
+    print(f"{'preset':10} {'iters':>6} {'ms/iter':>8} {'train s':>8} {'final val':>9} {'s to target':>11} {'tokens':>10} {'speedup':>8}")
+    for name, row in rows.items():
+        if row["seconds_to_target"] and base["seconds_to_target"]:
+            row["speedup"] = base["seconds_to_target"] / row["seconds_to_target"]
+        elif row["seconds_to_target"]:  # the yardstick never got there: its whole run is a lower bound
+            row["speedup_at_least"] = base["train_seconds"] / row["seconds_to_target"]
+        speedup = f"{row['speedup']:.2f}x" if "speedup" in row else (f">{row['speedup_at_least']:.2f}x" if "speedup_at_least" in row else "-")
+        to_target = f"{row['seconds_to_target']:.1f}" if row["seconds_to_target"] else "not reached"
+        tokens = f"{row['tokens_to_target']:,}" if row["tokens_to_target"] else "-"
+        print(f"{name:10} {row['iters']:6} {row['ms_per_iter']:8.1f} {row['train_seconds']:8.1f} {row['final_val']:9.4f} "
+              f"{to_target:>11} {tokens:>10} {speedup:>8}")
+    result = {"target": args.target, "device": device, "eval_batches": args.eval_batches, "evals": args.evals,
+              "presets": rows}
+    write_json(args.json or "out-bench/time-to-loss.json", result)
+    return result
+
+
+def _overrides(args):
+    """--set name=value,... applied to every preset (e.g. --set max_iters=200 for a quick look)."""
+    overrides = {}
+    for item in filter(None, (args.set or "").split(",")):
+        name, _, value = item.partition("=")
+        if name not in train.DEFAULTS:
+            raise UserError(f"--set: unknown setting {name!r}")
+        kind = type(train.DEFAULTS[name])
+        try:
+            overrides[name] = (value.lower() in ("1", "true", "on", "yes")) if kind is bool else kind(value)
+        except ValueError:
+            raise UserError(f"--set: {name} should be {kind.__name__}, got {value!r}") from None
+    return overrides
 
 
 # -- bench.py sample: generation speed with and without the KV cache, one sample at a time and batched
@@ -121,14 +403,33 @@ def sample(args):
     print(f"wrote {args.json}", file=sys.stderr)
 
 
+def _common_bench_flags(p):
+    p.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data (default: data/shakespeare_char)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    p.add_argument("--set", help="name=value,... overriding every preset (e.g. threads=1,max_iters=300)")
+    p.add_argument("--json", help="where to write the JSON result (default: out-bench/<command>.json)")
+
+
 def main(argv=None):
     parser = Parser(prog="bench.py", description="Speed and time-to-loss measurements (not tests).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("throughput", help="tokens/s, ms/iter, memory and FLOP/s of the training step")
+    p.add_argument("--preset", default="classic", help="config/PRESET.toml to measure (default: classic)")
+    p.add_argument("--iters", type=int, default=20, help="steps per timed chunk (default: 20)")
+    p.add_argument("--rounds", type=int, default=5, help="timed chunks, alternating with the eager reference (default: 5)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
+    p.add_argument("--eager", type=int, default=1, help="1: also time the eager reference step, 0: skip it")
+    _common_bench_flags(p)
     p.set_defaults(func=throughput)
 
     p = commands.add_parser("time-to-loss", help="wall time and tokens until val loss <= target, per preset")
+    p.add_argument("--target", type=float, default=1.88, help="val loss to reach (default: 1.88)")
+    p.add_argument("--presets", default="classic,cpu", help="comma-separated; the first is the yardstick (default: classic,cpu)")
+    p.add_argument("--evals", type=int, default=20, help="evaluations per preset, one per round; a round moves every preset 1/evals of its run (default: 20)")
+    p.add_argument("--eval_batches", type=int, default=100, help="val batches of 12 windows per evaluation (default: 100)")
+    p.add_argument("--stop_at_target", type=int, default=0, help="1: stop each preset once it reaches the target (default: 0, run to max_iters)")
+    _common_bench_flags(p)
     p.set_defaults(func=time_to_loss)
 
     p = commands.add_parser("sample", help="characters/s of generation, with and without the KV cache")

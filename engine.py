@@ -65,16 +65,12 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
-def attention_with_cache(attn, x, cache, layer):
+def attention_with_cache(attn, x, cache, layer, rope=None):
     """model.CausalSelfAttention's forward for new tokens x (B, T, C) that sit at positions
-    cache.length..cache.length+T-1, attending to the cached positions and to each other (causally)."""
+    cache.length..cache.length+T-1, attending to the cached positions and to each other (causally).
+    rope: the rotary tables for those positions (None with learned positions)."""
     B, T, C = x.shape
-    nh = attn.n_head
-    q, k, v = attn.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-    q = q.view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hs)
-    k = k.view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hs)
-    v = v.view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hs)
-    # (a rotary model would rotate q and k here by their positions cache.length..cache.length+T-1)
+    q, k, v = attn.qkv(x, rope)  # 3 x (B, nh, T, hs): the model's own projections, QK-norm and rotation
     start = cache.length
     keys, values = cache.add(layer, k, v)  # (B, nh, start+T, hs) each
     if attn.pattern is not None:
@@ -97,13 +93,12 @@ def forward(model, idx, cache):
     start = cache.length
     if start + T > cache.capacity:
         raise ValueError(f"{start} cached + {T} new positions do not fit in block_size {cache.capacity}")
-    positions = torch.arange(start, start + T, device=idx.device)  # (T,)
-    x = model.token_embedding(idx) + model.position_embedding(positions)  # (B, T, C)
+    x, rope = model.embed(idx, start)  # (B, T, C), and rotary tables for positions start.. (or None)
     for layer, block in enumerate(model.blocks):  # the same sums as Block.forward
-        x = x + attention_with_cache(block.attn, block.ln_1(x), cache, layer)  # (B, T, C)
+        x = x + attention_with_cache(block.attn, block.ln_1(x), cache, layer, rope)  # (B, T, C)
         x = x + block.mlp(block.ln_2(x))  # (B, T, C)
     cache.length += T
-    return model.lm_head(model.ln_f(x[:, -1, :]))  # (B, V)
+    return model.head(x[:, -1, :])  # (B, V)
 
 
 @torch.no_grad()

@@ -36,6 +36,14 @@ class GPTConfig:
     bigbird_window: int = 16  # bigbird: each query sees its last this-many tokens, itself included
     bigbird_global: int = 2  # bigbird: the first this-many tokens are seen by every query
     bigbird_random: int = 2  # bigbird: extra random earlier tokens per query (drawn once, seed 0)
+    # Modern options, all off by default (the lecture's model). See docs/experiments.md for what each one buys.
+    pos_emb: str = "learned"  # 'learned' (a table of block_size position vectors) or 'rope' (rotate q and k by position)
+    norm: str = "layernorm"  # 'layernorm' or 'rmsnorm' (scale by the root-mean-square only: no mean, no bias)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before attention (steadier at high lr)
+    mlp_act: str = "gelu"  # the MLP's nonlinearity: 'gelu' or 'relu2' (ReLU squared)
+    tie_head: bool = True  # the LM head shares its matrix with the token embedding
+    zero_init_proj: bool = False  # output projections start at 0, so every block starts as the identity
+    logit_softcap: float = 0.0  # logits become cap * tanh(logits / cap), bounded in (-cap, cap) (0: off)
 
     def __post_init__(self):
         # Catch impossible shapes here, with a message that names the field, instead of deep inside forward().
@@ -52,6 +60,37 @@ class GPTConfig:
             raise ValueError(f"attn_pattern must be 'causal' or 'bigbird', got {self.attn_pattern!r}")
         if self.bigbird_window < 1 or self.bigbird_global < 0 or self.bigbird_random < 0:
             raise ValueError("bigbird_window must be at least 1, bigbird_global and bigbird_random not negative")
+        for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")), ("mlp_act", ("gelu", "relu2"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"pos_emb 'rope' needs an even head size, got {self.n_embd // self.n_head}")
+        if self.logit_softcap < 0:
+            raise ValueError(f"logit_softcap must not be negative, got {self.logit_softcap}")
+
+
+def rotary_cos_sin(positions, head_size, base=10000.0):
+    """RoPE tables for absolute positions (T,) -> cos, sin, each (T, head_size // 2).
+
+    Pair i of a head's vector is rotated by the angle position * base^(-2i/head_size): fast-turning pairs
+    see fine position differences, slow ones coarse ones. Because q and k are both rotated, q . k depends only
+    on how far apart two positions are, never on where they are."""
+    freqs = base ** (-torch.arange(0, head_size, 2, device=positions.device).float() / head_size)  # (hs/2,)
+    angles = positions.float()[:, None] * freqs[None, :]  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate each (first half, second half) pair of x (B, nh, T, hs) by the angles in cos, sin (T, hs/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)  # (B, nh, T, hs)
+
+
+def make_norm(config):
+    """The normalisation in front of each sub-layer and before the LM head."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 def explicit_attention(q, k, v, causal, dropout_p=0.0, allowed=None):
@@ -83,6 +122,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.attn_impl = config.attn_impl
+        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads' outputs
         self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (see GPT._init_weights)
@@ -92,13 +132,24 @@ class CausalSelfAttention(nn.Module):
                   config.bigbird_window, config.bigbird_global, config.bigbird_random)
         self.register_buffer("pattern", pattern, persistent=False)  # moves with .to(device), not saved
 
-    def forward(self, x, causal=True):
+    def qkv(self, x, rope=None):
+        """Every head's queries, keys and values: x (B, T, C) -> 3 x (B, nh, T, hs). engine.py calls this too,
+        so its cached path computes exactly the same vectors."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         # split C into nh heads of size hs and move the head axis forward so heads run as a batch
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if rope is not None:  # (cos, sin) for these T positions: position enters through the q . k angles
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        return q, k, v
+
+    def forward(self, x, causal=True, rope=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x, rope)  # 3 x (B, nh, T, hs)
         dropout_p = self.dropout if self.training else 0.0
         mask = self.pattern[:T, :T] if causal and self.pattern is not None else None  # (T, T) bool, or None
         if self.attn_impl == "sdpa":  # same maths as explicit_attention, in one fused kernel
@@ -119,9 +170,11 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
+        self.relu2 = config.mlp_act == "relu2"
 
     def forward(self, x):
-        x = F.gelu(self.c_fc(x))  # (B, T, 4C)
+        x = self.c_fc(x)  # (B, T, 4C)
+        x = F.relu(x).square() if self.relu2 else F.gelu(x)  # (B, T, 4C)
         return self.dropout(self.c_proj(x))  # (B, T, C)
 
 
@@ -132,13 +185,13 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, causal=True):
-        x = x + self.attn(self.ln_1(x), causal=causal)  # (B, T, C)
+    def forward(self, x, causal=True, rope=None):
+        x = x + self.attn(self.ln_1(x), causal=causal, rope=rope)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 
@@ -150,14 +203,16 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # what each character is
-        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is: 0..block_size-1
+        if config.pos_emb == "learned":
+            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is: 0..block_size-1
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: reading a character in and scoring it on the way out use one matrix (V, C).
         # It saves V*C parameters and usually trains a little better.
-        self.lm_head.weight = self.token_embedding.weight
+        if config.tie_head:
+            self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -167,7 +222,7 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "is_residual_projection", False):
-                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+                std = 0.0 if self.config.zero_init_proj else 0.02 / math.sqrt(2 * self.config.n_layer)
             torch.nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
@@ -178,6 +233,22 @@ class GPT(nn.Module):
         """Parameters, each counted once (the tied embedding / LM head matrix counts once)."""
         return sum(p.numel() for p in self.parameters())
 
+    def embed(self, idx, start=0):
+        """Tokens idx (B, T) at positions start..start+T-1 -> the residual stream (B, T, C), and the rotary
+        tables for those positions (None with learned positions, which are added here instead)."""
+        positions = torch.arange(start, start + idx.size(1), device=idx.device)  # (T,)
+        x = self.token_embedding(idx)  # (B, T, C)
+        if self.config.pos_emb == "learned":
+            return x + self.position_embedding(positions), None  # (B, T, C): (T, C) broadcast over the batch
+        return x, rotary_cos_sin(positions, self.config.n_embd // self.config.n_head)  # 2 x (T, hs/2)
+
+    def head(self, x):
+        """Residual stream (..., C) -> logits (..., V): final norm, then the LM head."""
+        logits = self.lm_head(self.ln_f(x))  # (..., V)
+        if self.config.logit_softcap:  # a smooth clamp: no logit can run away
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)  # (..., V)
+        return logits
+
     def forward(self, idx, targets=None):
         """idx: (B, T) integer tokens, T <= block_size. targets: (B, T), idx shifted left by one, or None.
         Returns logits (B, T, V) and the mean cross-entropy loss (a scalar) or None."""
@@ -187,14 +258,11 @@ class GPT(nn.Module):
                 f"sequence of length {T} is longer than block_size {self.config.block_size}: "
                 f"the model has position embeddings for only {self.config.block_size} places; crop the input"
             )
-        positions = torch.arange(T, device=idx.device)  # (T,)
-        tok = self.token_embedding(idx)  # (B, T, C)
-        pos = self.position_embedding(positions)  # (T, C), broadcast over the batch
-        x = self.drop(tok + pos)  # (B, T, C)
+        x, rope = self.embed(idx)  # (B, T, C), rotary tables or None
+        x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
-            x = block(x)  # (B, T, C)
-        x = self.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, V): a score for every possible next token at every position
+            x = block(x, rope=rope)  # (B, T, C)
+        logits = self.head(x)  # (B, T, V): a score for every possible next token at every position
         loss = None
         if targets is not None:
             # every one of the B*T positions is its own prediction problem

@@ -174,18 +174,17 @@ def loss_command(args):
 # attention maps: the real weights, recomputed from what each attention module received
 
 
-def attention_weights(attn, x, causal=True):
+def attention_weights(attn, x, causal=True, rope=None):
     """softmax(q k^T / sqrt(hs)) for one CausalSelfAttention module `attn` and its input x (B, T, C), computed
-    from the module's own c_attn weights, exactly as its forward does. Returns (B, nh, T, T): row t says how
-    much position t takes from each position; with causal=True the upper triangle (the future) is 0."""
-    B, T, C = x.shape
-    q, k, _ = attn.c_attn(x).split(C, dim=2)  # 2 x (B, T, C)
-    q = q.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2)  # (B, nh, T, hs)
-    k = k.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2)  # (B, nh, T, hs)
+    with the module's own qkv() (the same projections, QK-norm and rotary positions as its forward) and its own
+    mask (causal, or a sparse pattern). Returns (B, nh, T, T): row t says how much position t takes from each
+    position; with causal=True nothing goes to the future."""
+    T = x.size(1)
+    q, k, _ = attn.qkv(x, rope)  # 2 x (B, nh, T, hs)
     scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, T)
     if causal:
-        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)  # (T, T) above the diagonal
-        scores = scores.masked_fill(future, float("-inf"))
+        allowed = attn.pattern[:T, :T] if attn.pattern is not None else torch.ones(T, T, dtype=torch.bool).tril()
+        scores = scores.masked_fill(~allowed.to(x.device), float("-inf"))  # (B, nh, T, T)
     return F.softmax(scores, dim=-1)  # (B, nh, T, T)
 
 
@@ -197,7 +196,8 @@ def record_attention_calls(model, idx):
     calls, handles = [], []
 
     def hook(module, args, kwargs, output):
-        calls.append({"x": args[0].detach(), "causal": kwargs.get("causal", True), "out": output.detach()})
+        calls.append({"x": args[0].detach(), "causal": kwargs.get("causal", True), "rope": kwargs.get("rope"),
+                      "out": output.detach()})
 
     for block in model.blocks:
         handles.append(block.attn.register_forward_hook(hook, with_kwargs=True))
@@ -213,7 +213,7 @@ def record_attention_calls(model, idx):
 def attention_maps(model, idx):
     """The attention weights of every layer and head for the tokens idx (B, T): (n_layer, B, nh, T, T)."""
     calls = record_attention_calls(model, idx)
-    return torch.stack([attention_weights(block.attn, c["x"], c["causal"]) for block, c in zip(model.blocks, calls)])
+    return torch.stack([attention_weights(block.attn, c["x"], c["causal"], c["rope"]) for block, c in zip(model.blocks, calls)])
 
 
 def encode_text(tokenizer, text, block_size):
@@ -293,7 +293,8 @@ def position_similarity(weight):
 
 def draw_embeddings(model, vocab, path, dpi=100):
     coords, explained = embedding_pca(model.token_embedding.weight)
-    similarity = position_similarity(model.position_embedding.weight)
+    learned_positions = model.config.pos_emb == "learned"  # a rotary model has no table of position vectors
+    similarity = position_similarity(model.position_embedding.weight) if learned_positions else None
     fig = new_figure(12, 5.4)
     chars_ax, pos_ax = fig.subplots(1, 2, width_ratios=[1.15, 1])
     chars_ax.scatter(coords[:, 0], coords[:, 1], s=0)  # invisible points: they set the axis limits
@@ -305,11 +306,16 @@ def draw_embeddings(model, vocab, path, dpi=100):
     chars_ax.set_xlabel("principal component 1")
     chars_ax.set_ylabel("principal component 2")
     chars_ax.grid(alpha=0.3)
-    image = pos_ax.imshow(similarity.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    pos_ax.set_title("position embeddings: cosine similarity", fontsize=10)
-    pos_ax.set_xlabel("position")
-    pos_ax.set_ylabel("position")
-    fig.colorbar(image, ax=pos_ax, shrink=0.8)
+    if similarity is None:
+        pos_ax.axis("off")
+        pos_ax.text(0.5, 0.5, "rotary positions (pos_emb = 'rope'):\nposition is a rotation of q and k,\n"
+                    "not a learned vector, so there is\nno position embedding to compare", ha="center", va="center")
+    else:
+        image = pos_ax.imshow(similarity.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        pos_ax.set_title("position embeddings: cosine similarity", fontsize=10)
+        pos_ax.set_xlabel("position")
+        pos_ax.set_ylabel("position")
+        fig.colorbar(image, ax=pos_ax, shrink=0.8)
     return save_png(fig, path, dpi)
 
 

@@ -7,6 +7,7 @@ train.py -- train a GPT on the integer sequences written by prepare.py. One loop
     python train.py --out_dir out --resume       # continue out/last.pt exactly where it stopped
     Ctrl-C (or SIGTERM) while training saves last.pt at the current iteration and exits; --resume continues
     python train.py --help                       # every setting, with its default
+    torchrun --standalone --nproc_per_node=2 train.py --gradient_accumulation_steps 2   # 2 processes (DDP)
 
 Settings come from, in increasing priority: the defaults below, config/PRESET.toml, the command line.
 
@@ -24,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -33,12 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import checkpoint
 import plot
 from cli import Parser, UserError, add_dataclass_flags, build, load_preset, pick_device, run
 from model import GPT, GPTConfig, make_optimizer
+from muon import make_muon_optimizer
 from tokenizer import TokenizerUnavailable, bits_per_character, read_meta, same_tokenizer, tokenizer_from_meta
 
 
@@ -64,10 +69,14 @@ class TrainConfig:
     min_lr: float = 1e-4  # the cosine decay ends here
     warmup_iters: int = 100  # linear warmup steps
     lr_decay_iters: int = 0  # the cosine decay lasts this many steps (0: the whole run, max_iters)
+    decay: str = "cosine"  # shape of the decay after warmup: 'cosine' or 'linear' (a straight warm-down)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
     beta1: float = 0.9  # AdamW beta1
     beta2: float = 0.99  # AdamW beta2
     grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    optimizer: str = "adamw"  # 'adamw', or 'muon' (Muon for the blocks' matrices, AdamW for the rest)
+    muon_lr: float = 0.02  # Muon's peak learning rate (follows the same schedule as learning_rate)
+    muon_momentum: float = 0.95  # Muon's momentum
     # system
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
     dtype: str = "auto"  # auto (bfloat16 autocast on CUDA if supported, else float32), float32 or bfloat16
@@ -99,6 +108,10 @@ class TrainConfig:
             raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
         if not -2**63 <= self.seed < 2**63 - 1:  # torch's generators take 64-bit seeds (evaluation uses seed + 1)
             raise ValueError(f"seed must fit in a signed 64-bit integer, got {self.seed}")
+        if self.decay not in ("cosine", "linear"):
+            raise ValueError(f"decay must be cosine or linear, got {self.decay!r}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
 
 
 MODEL_FLAGS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]  # vocab_size comes from the data
@@ -146,13 +159,15 @@ def get_batch(data, batch_size, block_size, generator):
 
 
 def learning_rate_at(it, cfg: TrainConfig):
-    """Linear warmup from lr/(warmup+1) (never a zero-lr first step), then cosine decay to min_lr."""
+    """Linear warmup from lr/(warmup+1) (never a zero-lr first step), then cosine (or linear) decay to min_lr."""
     decay_iters = cfg.lr_decay_iters or cfg.max_iters
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
     if it >= decay_iters:
         return cfg.min_lr
     progress = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)  # 0 -> 1
+    if cfg.decay == "linear":
+        return cfg.learning_rate + progress * (cfg.min_lr - cfg.learning_rate)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
@@ -201,18 +216,84 @@ def autocast_context(device_type, dtype):
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
 
-def rng_state(data_generator, device_type):
-    state = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
+def rng_state(data_generators, device_type):
+    """This process's random streams, for exact resume: the torch (dropout) state and the state of each of its
+    micro-batch slots' data generators. Cheap: taken before every step, kept only when a checkpoint is written."""
+    state = {"torch": [torch.get_rng_state()], "data": [g.get_state() for g in data_generators]}
     if device_type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [torch.cuda.get_rng_state()]
     return state
 
 
-def restore_rng_state(state, data_generator, device_type):
-    torch.set_rng_state(state["torch"])
-    data_generator.set_state(state["data"])
-    if device_type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+def gather_rng_state(state, world_size):
+    """Under torchrun each rank holds only its own streams: collect every rank's, in rank order (so "data" stays
+    in slot order), for rank 0 to write. Every rank must call this at the same point."""
+    if world_size == 1:
+        return state
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, state)
+    return {key: [s for rank_state in gathered for s in rank_state[key]] for key in state}
+
+
+def restore_rng_state(state, data_generators, device_type, rank=0, first_slot=0):
+    """Put back this rank's streams. A slot or rank the checkpoint does not have (more processes or more
+    accumulation steps than before) keeps its fresh seed: the run continues, just not bit-exactly."""
+    if rank < len(state["torch"]):
+        torch.set_rng_state(state["torch"][rank])
+    if device_type == "cuda" and rank < len(state.get("cuda", [])):
+        torch.cuda.set_rng_state(state["cuda"][rank])
+    for slot, generator in enumerate(data_generators, start=first_slot):
+        if slot < len(state["data"]):
+            generator.set_state(state["data"][slot])
+
+
+def build_optimizer(model, cfg, fused=False):
+    """AdamW for everything, or Muon for the blocks' matrices and AdamW for the rest (--optimizer muon)."""
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "muon":
+        return make_muon_optimizer(model, cfg.learning_rate, cfg.muon_lr, cfg.muon_momentum, cfg.weight_decay, betas, fused)
+    return make_optimizer(model, cfg.learning_rate, cfg.weight_decay, betas, fused=fused)
+
+
+def setup_distributed():
+    """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE) join the process group: nccl between GPUs, gloo
+    between CPU processes. Returns (rank, world_size, device or None); without torchrun (0, 1, None)."""
+    if "RANK" not in os.environ:
+        return 0, 1, None
+    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.cuda.is_available():
+        device = f"cuda:{local_rank}"  # one GPU per process
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=torch.device(device))
+    else:
+        device = "cpu"
+        dist.init_process_group("gloo")
+    return rank, world_size, device
+
+
+def system_settings(cfg, device_type, bf16_supported):
+    """The speed settings that depend on the device: dtype (bfloat16 autocast on CUDA when it can), whether to
+    torch.compile (auto: CUDA only; on a CPU it was no faster, see docs/experiments.md) and fused AdamW (CUDA)."""
+    return {"dtype": pick_dtype(cfg.dtype, device_type, bf16_supported),
+            "compile": cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda"),
+            "fused": device_type == "cuda"}
+
+
+def compile_or_fallback(model, x, y, autocast, backend="inductor"):
+    """torch.compile(model), tried once on a real batch (compiling happens lazily, at the first call). If it
+    fails (no C++ compiler, an unsupported GPU, a torch bug), say so in one line and train uncompiled instead.
+    The trial runs with forked random streams and its gradients are dropped, so it changes nothing."""
+    compiled = torch.compile(model, backend=backend)
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), autocast:
+            compiled(x, y)[1].backward()
+    except Exception as e:  # noqa: BLE001 -- any compiler failure means: fall back to eager
+        print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              f"training without it", file=sys.stderr)
+        compiled = model
+    model.zero_grad(set_to_none=True)
+    return compiled
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -247,12 +328,6 @@ class StopSignal:
     def __exit__(self, *exc_info):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-
-
-def is_main_process():
-    """False only on the ranks other than 0 of a torchrun (DDP) job: there, rank 0 alone writes the files."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return not distributed or torch.distributed.get_rank() == 0
 
 
 def check_token_ids(data, vocab_size, path):
@@ -329,6 +404,12 @@ def main(argv=None):
 def train(argv, stop):
     model_values, cfg, resumed = resolve_settings(parse_args(argv))
     out_dir = Path(cfg.out_dir)
+    rank, world_size, ddp_device = setup_distributed()
+    master = rank == 0  # only rank 0 evaluates, logs, samples and writes checkpoints
+    if cfg.gradient_accumulation_steps % world_size:
+        raise UserError(f"--gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be a multiple of the "
+                        f"number of processes ({world_size}): each process runs an equal share of the micro-batches")
+    local_steps = cfg.gradient_accumulation_steps // world_size  # this process's micro-batches per step
 
     # -- the data and its vocabulary
     try:
@@ -351,55 +432,71 @@ def train(argv, stop):
                         f"--overwrite to start over, or another --out_dir")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
+        probe = out_dir / f".write-test-{rank}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
+    if world_size > 1:
+        dist.barrier()  # every rank has checked out_dir before rank 0 writes into it
 
     # -- device and precision
-    device = pick_device(cfg.device)
+    device = ddp_device or pick_device(cfg.device)
     device_type = device.split(":")[0]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dtype = pick_dtype(cfg.dtype, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+    settings = system_settings(cfg, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+    dtype = settings["dtype"]
     autocast = autocast_context(device_type, dtype)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls that do run (outside autocast) use TF32
         torch.backends.cudnn.allow_tf32 = True
 
     # -- model, optimizer, random streams
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_config).to(device)
-    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), fused=device_type == "cuda")
-    data_generator = torch.Generator().manual_seed(cfg.seed)  # draws the training batches
+    optimizer = build_optimizer(model, cfg, fused=settings["fused"])
+    torch.manual_seed(cfg.seed + rank)  # dropout differs between ranks (rank 0: the single-process stream)
+    # One data stream per micro-batch slot of a step, seeded by its slot number; rank r owns slots
+    # r*local_steps .. (r+1)*local_steps-1. So N processes draw different batches, and together exactly the
+    # batches that one process with N x the accumulation steps would draw.
+    first_slot = rank * local_steps
+    data_generators = [torch.Generator().manual_seed(cfg.seed + slot) for slot in range(first_slot, first_slot + local_steps)]
     iter_num, best_val_loss = 0, float("inf")
     if resumed:
         try:
             model.load_state_dict(resumed["model"])
             optimizer.load_state_dict(resumed["optimizer"])
-            restore_rng_state(resumed["rng"], data_generator, device_type)
-        except (KeyError, RuntimeError, TypeError, ValueError) as e:  # a damaged or hand-edited last.pt
+            restore_rng_state(resumed["rng"], data_generators, device_type, rank, first_slot)
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:  # a damaged or hand-edited last.pt
             raise UserError(f"cannot resume: {out_dir / 'last.pt'} does not fit this run ({str(e).strip().splitlines()[-1]})") from None
         iter_num, best_val_loss = resumed["iter_num"], resumed["best_val_loss"]
-    compile_on = cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda")
-    train_model = torch.compile(model) if compile_on else model  # checkpoints always save the plain `model`
+    eval_model = model  # checkpoints always save the plain `model`
+    if settings["compile"]:
+        x, y = get_batch(train_data, cfg.batch_size, model_config.block_size, torch.Generator().manual_seed(0))
+        eval_model = compile_or_fallback(model, x.to(device), y.to(device), autocast)
+    compile_on = eval_model is not model
+    # DDP averages the gradients of all ranks during backward(); rank 0 evaluates with the unwrapped model
+    train_model = DistributedDataParallel(eval_model, device_ids=[device] if device_type == "cuda" else None) \
+        if world_size > 1 else eval_model
 
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * model_config.block_size
+    if not master:
+        sys.stdout = open(os.devnull, "w")  # only rank 0 talks (errors still reach stderr)
     print(f"model: {model.num_params():,} parameters, {model_config.n_layer} layers, {model_config.n_head} heads, "
           f"{model_config.n_embd} wide, block {model_config.block_size}, vocab {model_config.vocab_size}")
-    print(f"device {device}, {dtype}, compile {'on' if compile_on else 'off'}, {torch.get_num_threads()} threads; "
-          f"{tokens_per_iter:,} tokens per iteration")
+    print(f"device {device}, {dtype}, compile {'on' if compile_on else 'off'}, {torch.get_num_threads()} threads"
+          f"{f', {world_size} processes' if world_size > 1 else ''}; {tokens_per_iter:,} tokens per iteration")
     if resumed:
         print(f"resuming {out_dir / 'last.pt'} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
 
     # -- metrics: on resume, drop lines written after the checkpoint (they belong to the lost tail of the run)
     metrics_path = out_dir / "metrics.jsonl"
-    if resumed and metrics_path.exists():
+    if master and resumed and metrics_path.exists():
         metrics_path.write_text(metrics_up_to(metrics_path, iter_num))
-    elif not resumed:
+    elif master and not resumed:
         metrics_path.write_text("")
-    metrics_file = open(metrics_path, "a")
+    metrics_file = open(metrics_path, "a") if master else open(os.devnull, "w")
 
     def log(record):
         try:
@@ -408,7 +505,7 @@ def train(argv, stop):
         except OSError as e:  # e.g. the disk is full
             raise UserError(f"cannot write {metrics_path}: {e.strerror}; the checkpoints are kept") from None
 
-    def make_checkpoint(rng=None):
+    def make_checkpoint(rng):
         return {
             "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
             "model": model.state_dict(),
@@ -418,7 +515,7 @@ def train(argv, stop):
             "optimizer": optimizer.state_dict(),
             "iter_num": iter_num,
             "best_val_loss": best_val_loss,
-            "rng": rng or rng_state(data_generator, device_type),
+            "rng": rng,
         }
 
     last_saved = iter_num if resumed else None  # the iteration last.pt holds
@@ -427,9 +524,10 @@ def train(argv, stop):
         """last.pt (and ckpt.pt if asked) := the state at iter_num, whose loss was just found finite. `rng`: the
         random states from before this iteration's batch was drawn (default: now). Never half a file."""
         nonlocal last_saved
+        rng = gather_rng_state(rng or rng_state(data_generators, device_type), world_size)  # every rank takes part
         if not weights_are_finite(model):
             raise UserError(diverged_message("the weights are no longer finite numbers", iter_num, cfg, dtype, last_saved))
-        if not is_main_process():
+        if not master:
             return
         try:
             state = make_checkpoint(rng)
@@ -443,7 +541,10 @@ def train(argv, stop):
 
     def evaluate_and_save():
         nonlocal best_val_loss
-        losses = estimate_loss(train_model, {"train": train_data, "val": val_data}, cfg, model_config.block_size, device, autocast)
+        if not master:
+            save_last()  # every rank takes part in gathering the random states; only rank 0 writes
+            return
+        losses = estimate_loss(eval_model, {"train": train_data, "val": val_data}, cfg, model_config.block_size, device, autocast)
         if not all(math.isfinite(loss) for loss in losses.values()):  # no sample from NaNs, no checkpoint of them
             raise UserError(diverged_message(f"the evaluation loss is {losses['val']}", iter_num, cfg, dtype, last_saved))
         improved = losses["val"] < best_val_loss
@@ -462,7 +563,7 @@ def train(argv, stop):
         save_last(also_best=improved)
 
     # -- the training loop
-    show_bar = sys.stdout.isatty()
+    show_bar = master and sys.stdout.isatty()
     bar = tqdm(total=cfg.max_iters, initial=iter_num, disable=not show_bar, unit="it", dynamic_ncols=True)
     start_iter, run_start = iter_num, time.perf_counter()
     window_start, window_iters = time.perf_counter(), 0
@@ -472,29 +573,39 @@ def train(argv, stop):
             evaluate_and_save()
             window_start, window_iters = time.perf_counter(), 0  # evaluation time is not step time
 
-        rng_before_batch = rng_state(data_generator, device_type)  # what a checkpoint of this iteration holds
+        rng_before_batch = rng_state(data_generators, device_type)  # what a checkpoint of this iteration holds
         lr = learning_rate_at(iter_num, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own peak rate
         loss_sum = 0.0
-        for _ in range(cfg.gradient_accumulation_steps):
-            x, y = get_batch(train_data, cfg.batch_size, model_config.block_size, data_generator)
-            with autocast:
-                _, loss = train_model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-            loss = loss / cfg.gradient_accumulation_steps  # the gradients of the micro-batches add up to a mean
-            loss.backward()
+        for micro_step, generator in enumerate(data_generators):
+            x, y = get_batch(train_data, cfg.batch_size, model_config.block_size, generator)
+            # under DDP, gradients are averaged across ranks only once, in the last micro-step's backward
+            last = micro_step == local_steps - 1
+            with contextlib.nullcontext() if world_size == 1 or last else train_model.no_sync():
+                with autocast:
+                    _, loss = train_model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                loss = loss / local_steps  # the micro-batches' gradients add up to a mean (DDP averages ranks)
+                loss.backward()
             loss_sum += loss.detach()
         if not torch.isfinite(loss_sum):  # the first non-finite loss stops the run; nothing is saved
             raise UserError(diverged_message(f"the loss is {float(loss_sum)}", iter_num, cfg, dtype, last_saved))
         # Save here, before optimizer.step(): the weights are still those of iteration iter_num and their loss is
         # known to be finite. A resumed run draws the same batch again from rng_before_batch.
-        if stop.received or (cfg.save_interval and iter_num % cfg.save_interval == 0):
+        stopping = bool(stop.received)
+        if world_size > 1:  # under torchrun every rank must stop at the same step, even if only one got the signal
+            flag = torch.tensor([float(stopping)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stopping = bool(flag.item())
+        if stopping or (cfg.save_interval and iter_num % cfg.save_interval == 0):
             save_last(rng=rng_before_batch)  # (a no-op if last.pt already holds this iteration)
-        if stop.received:
+        if stopping:
             bar.close()
             metrics_file.close()
-            print(f"stopped by {stop.received} at iteration {iter_num}; saved {out_dir / 'last.pt'}. "
+            print(f"stopped by {stop.received or 'a signal'} at iteration {iter_num}; saved {out_dir / 'last.pt'}. "
                   f"Continue with: python train.py --out_dir {out_dir} --resume")
+            if world_size > 1:
+                dist.destroy_process_group()
             return
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -520,6 +631,8 @@ def train(argv, stop):
     if not (resumed and iter_num == start_iter):
         evaluate_and_save()
     metrics_file.close()
+    if world_size > 1:
+        dist.destroy_process_group()
     print(f"done: {iter_num} iterations in {time.perf_counter() - run_start:.1f} s, best val loss {best_val_loss:.4f}; "
           f"checkpoints in {out_dir}/ (sample with: python sample.py --out_dir {out_dir})")
 

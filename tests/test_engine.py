@@ -34,13 +34,17 @@ def test_cached_generation_gives_the_reference_tokens(trained_model, prompt_leng
     assert torch.equal(cached, reference)
 
 
-def test_cached_generation_follows_a_sparse_attention_pattern():
-    """A BigBird model's cache must use the same sparse mask rows as the full forward pass."""
+@pytest.mark.parametrize("options", [
+    dict(attn_pattern="bigbird", bigbird_window=4, bigbird_global=1, bigbird_random=1),
+    dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp_act="relu2", tie_head=False, logit_softcap=5.0),
+])
+def test_cached_generation_follows_every_model_option(options):
+    """The cache must compute what the full forward pass computes, whatever the options: sparse mask rows,
+    rotary positions, QK-norm, RMSNorm, ReLU², soft-capped logits, an untied head."""
     from model import GPT, GPTConfig
 
     torch.manual_seed(0)
-    config = GPTConfig(block_size=24, vocab_size=11, n_layer=2, n_head=2, n_embd=16,
-                       attn_pattern="bigbird", bigbird_window=4, bigbird_global=1, bigbird_random=1)
+    config = GPTConfig(block_size=24, vocab_size=11, n_layer=2, n_head=2, n_embd=16, **options)
     model = GPT(config).eval()
     with torch.no_grad():  # sharpen attention: at initialisation it is nearly uniform, which hides the mask
         for block in model.blocks:

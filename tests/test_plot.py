@@ -108,6 +108,25 @@ def test_attention_weights_are_the_ones_the_model_uses(trained_run):
     assert not any(b.attn._forward_hooks for b in model.blocks)  # the hooks are gone afterwards
 
 
+@pytest.mark.parametrize("options", [dict(pos_emb="rope", qk_norm=True, norm="rmsnorm"),
+                                     dict(attn_pattern="bigbird", bigbird_window=3, bigbird_global=1, bigbird_random=1)])
+def test_attention_maps_follow_rotary_qk_norm_and_sparse_models(options, tmp_path):
+    """The recomputed weights must include whatever the model's attention does: QK-norm, rotations, sparse masks."""
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, **options)).eval()
+    with torch.no_grad():  # sharpen attention, so a wrong mask or a missing rotation shows
+        for block in model.blocks:
+            block.attn.c_attn.weight.mul_(10)
+    idx = torch.randint(11, (1, 16), generator=torch.Generator().manual_seed(0))
+    for block, call, weights in zip(model.blocks, plot.record_attention_calls(model, idx), plot.attention_maps(model, idx)):
+        _, _, v = block.attn.qkv(call["x"], call["rope"])  # (B, nh, T, hs)
+        y = (weights @ v).transpose(1, 2).reshape(call["x"].shape)  # (B, T, C)
+        torch.testing.assert_close(block.attn.c_proj(y), call["out"], atol=1e-5, rtol=1e-5)
+    plot.draw_embeddings(model, [chr(97 + i) for i in range(11)], tmp_path / "embeddings.png")  # no position table is fine
+
+
 def test_attention_cli_draws_a_grid_for_the_text(trained_run, tmp_path, capsys):
     out = tmp_path / "attention.png"
     run(plot.main, ["attention", "--ckpt", str(trained_run), "--text", "First Citizen:\nBefore we", "--out", str(out)])

@@ -1,0 +1,102 @@
+"""
+Muon for the 2-D weight matrices inside the blocks, AdamW for everything else (as modded-nanogpt and nanochat do).
+
+Adam scales each number of the gradient on its own. Muon treats a weight matrix as a whole: it keeps a
+momentum of the gradient G and replaces it by the nearest orthogonal matrix (U V^T, from G = U S V^T), so every
+direction the matrix can move in gets the same step size, and rare-but-useful directions are not drowned out by
+the few large ones. The orthogonalisation is done with a few matrix multiplications (Newton-Schulz), cheap next
+to the forward and backward passes.
+
+Muon is meant for hidden matrices only: the token embedding (a lookup table), the LM head and the 1-D gains
+and biases stay with AdamW.
+"""
+
+import torch
+
+
+def orthogonalize(G, steps=5):
+    """Approximately U V^T for G = U S V^T, with the quintic Newton-Schulz iteration of Keller Jordan's Muon.
+
+    G (rows, cols) -> same shape. The coefficients push every singular value towards 1 fast (to roughly 0.7..1.2,
+    which is all Muon needs). bfloat16 is enough on a GPU; on a CPU float32 matmuls are the fast ones."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.bfloat16() if G.is_cuda else G.float()
+    transposed = X.size(0) > X.size(1)
+    if transposed:  # work with the short side first: X @ X^T is then the smaller matrix
+        X = X.T  # (cols, rows)
+    X = X / (X.norm() + 1e-7)  # singular values now at most 1
+    for _ in range(steps):
+        A = X @ X.T  # (short, short)
+        X = a * X + (b * A + c * A @ A) @ X  # same shape as X
+    return (X.T if transposed else X).type_as(G)
+
+
+class Muon(torch.optim.Optimizer):
+    """SGD with Nesterov momentum, whose update is orthogonalised before it is applied. For 2-D parameters only."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - group["momentum"])  # running average of the gradient
+                update = orthogonalize(p.grad.lerp(buf, group["momentum"]))  # Nesterov: look one step ahead
+                # an orthogonal (rows, cols) matrix has entries ~1/sqrt(cols): rescale so tall ones are not too timid
+                update *= max(1.0, p.size(0) / p.size(1)) ** 0.5
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"])
+
+
+class MuonAndAdamW:
+    """Two optimizers that act as one: step, zero_grad, param_groups, state_dict, load_state_dict.
+
+    Each param group carries an "lr_scale": the training loop sets group lr = schedule lr x lr_scale, so one
+    schedule (warmup, decay) drives both optimizers with their own peak rates."""
+
+    def __init__(self, muon, adamw):
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self):
+        return self.muon.param_groups + self.adamw.param_groups
+
+    def step(self):
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none=True):
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state):
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
+
+
+def hidden_matrices(model):
+    """The 2-D weights inside the transformer blocks: what Muon updates."""
+    return [p for p in model.blocks.parameters() if p.dim() == 2 and p.requires_grad]
+
+
+def make_muon_optimizer(model, learning_rate, muon_lr, muon_momentum, weight_decay, betas, fused=False):
+    """Muon (peak lr muon_lr) on the blocks' matrices, AdamW (peak lr learning_rate) on the rest, with weight
+    decay only on the rest's 2-D weights (the embedding), as make_optimizer does."""
+    matrices = hidden_matrices(model)
+    rest = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in matrices)]
+    muon = Muon([{"params": matrices, "lr_scale": muon_lr / learning_rate}], lr=muon_lr, momentum=muon_momentum)
+    adamw = torch.optim.AdamW([
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+    ], lr=learning_rate, betas=betas, fused=fused)
+    return MuonAndAdamW(muon, adamw)

@@ -1,0 +1,173 @@
+"""Fast training: the modern model options, Muon, the GPU settings logic, torchrun DDP and bench.py."""
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import torch
+
+import bench
+import checkpoint
+import train
+from cli import PRESET_DIR
+from conftest import ROOT, TINY, train_main
+from model import GPT, GPTConfig, apply_rotary, rotary_cos_sin
+from muon import hidden_matrices, make_muon_optimizer, orthogonalize
+
+MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp_act="relu2", tie_head=False, zero_init_proj=True,
+              logit_softcap=30.0, bias=False)
+
+
+def tiny_model(seed=0, **options):
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and kind to a shared machine
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=24, **options))
+
+
+def test_classic_preset_is_the_lecture_recipe_and_the_defaults_are_plain():
+    classic = tomllib.loads((PRESET_DIR / "classic.toml").read_text())
+    assert classic == {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "batch_size": 12,
+                       "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100, "max_iters": 2000, "beta2": 0.99,
+                       "eval_interval": 250, "eval_iters": 50}
+    plain = GPTConfig()
+    assert (plain.pos_emb, plain.norm, plain.mlp_act, plain.tie_head, plain.qk_norm) == ("learned", "layernorm", "gelu", True, False)
+    assert train.TrainConfig().optimizer == "adamw"
+
+
+def test_rotary_scores_depend_only_on_the_distance_between_positions():
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(query_pos, key_pos):
+        rq = apply_rotary(q, *rotary_cos_sin(torch.tensor([query_pos]), 8))
+        rk = apply_rotary(k, *rotary_cos_sin(torch.tensor([key_pos]), 8))
+        return (rq * rk).sum()
+
+    assert torch.allclose(score(5, 2), score(105, 102), atol=1e-4)  # same distance, far along: same score
+    assert not torch.allclose(score(5, 2), score(5, 4), atol=1e-3)  # another distance: another score
+    assert torch.allclose(apply_rotary(q, *rotary_cos_sin(torch.tensor([7]), 8)).norm(), q.norm())  # a rotation
+
+
+def test_modern_options_keep_the_model_causal_and_trainable():
+    model = tiny_model(**MODERN)
+    assert not hasattr(model, "position_embedding") and model.lm_head.weight is not model.token_embedding.weight
+    idx = torch.randint(0, 11, (4, 16), generator=torch.Generator().manual_seed(1))
+    changed = idx.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 11
+    with torch.no_grad():
+        assert torch.equal(model(idx)[0][:, :9], model(changed)[0][:, :9])  # the future stays invisible
+        assert model(idx)[0].abs().max() < 30.0  # soft-capped
+    optimizer = make_muon_optimizer(model, 3e-3, 0.02, 0.95, 0.1, (0.9, 0.99))
+    losses = []
+    for _ in range(30):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1.0
+
+
+def test_zero_init_makes_every_block_start_as_the_identity():
+    model = tiny_model(zero_init_proj=True)
+    x = torch.randn(2, 16, 24)
+    for block in model.blocks:
+        assert torch.equal(block(x), x)
+
+
+def test_muon_orthogonalizes_and_covers_every_parameter_once():
+    torch.manual_seed(0)
+    gradient = torch.linalg.qr(torch.randn(64, 16))[0] @ torch.diag(torch.logspace(-1, 1, 16))  # singular values 0.1..10
+    singular_values = torch.linalg.svdvals(orthogonalize(gradient))
+    assert singular_values.min() > 0.5 and singular_values.max() < 1.3  # every direction gets a similar step
+    model = tiny_model(tie_head=False)
+    optimizer = make_muon_optimizer(model, 1e-3, 0.02, 0.95, 0.1, (0.9, 0.99))
+    ids = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each once
+    assert {id(p) for p in optimizer.muon.param_groups[0]["params"]} == {id(p) for p in hidden_matrices(model)}
+    muon_ids = {id(p) for p in optimizer.muon.param_groups[0]["params"]}
+    assert id(model.token_embedding.weight) not in muon_ids and id(model.lm_head.weight) not in muon_ids
+
+
+def test_linear_warm_down_goes_straight_to_min_lr():
+    cfg = train.TrainConfig(learning_rate=1e-2, min_lr=0.0, warmup_iters=0, max_iters=100, decay="linear")
+    assert [train.learning_rate_at(it, cfg) for it in (0, 50, 75, 100)] == pytest.approx([1e-2, 5e-3, 2.5e-3, 0.0])
+
+
+# -- the GPU path's settings, checked on the CPU
+
+
+def test_cuda_gets_bf16_autocast_compile_and_fused_adamw_and_the_cpu_gets_none():
+    auto = train.TrainConfig()
+    assert train.system_settings(auto, "cuda", bf16_supported=True) == {"dtype": "bfloat16", "compile": True, "fused": True}
+    assert train.system_settings(auto, "cuda", bf16_supported=False)["dtype"] == "float32"  # e.g. a V100
+    assert train.system_settings(auto, "cpu", bf16_supported=False) == {"dtype": "float32", "compile": False, "fused": False}
+    assert train.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
+    assert train.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True
+    a = torch.randn(4, 4)
+    with train.autocast_context("cpu", "bfloat16"):
+        assert (a @ a).dtype == torch.bfloat16  # matmuls in bf16 under autocast ...
+    assert (a @ a).dtype == torch.float32  # ... and only there
+    with train.autocast_context("cpu", "float32"):
+        assert (a @ a).dtype == torch.float32
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_model_and_changes_nothing(capsys):
+    def broken_backend(graph_module, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    model = tiny_model()
+    x = torch.randint(0, 11, (2, 16))
+    rng_before = torch.get_rng_state()
+    chosen = train.compile_or_fallback(model, x, x, train.autocast_context("cpu", "float32"), backend=broken_backend)
+    assert chosen is model
+    assert "torch.compile failed" in capsys.readouterr().err
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+# -- torchrun
+
+
+def test_two_processes_with_ddp_equal_one_process_with_twice_the_accumulation(slice_dir, tmp_path):
+    common = ["--data_dir", slice_dir, "--max_iters", 3, "--eval_interval", 100, "--eval_iters", 1,
+              "--gradient_accumulation_steps", 2, *TINY, "--sample_chars", 0]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(ROOT / "train.py"), "--out_dir", tmp_path / "ddp", *map(str, common)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("done: 3 iterations") == 1  # only rank 0 talks
+    train_main("--out_dir", tmp_path / "one", *common)
+    ddp, one = checkpoint.load(tmp_path / "ddp" / "last.pt"), checkpoint.load(tmp_path / "one" / "last.pt")
+    for name, tensor in one["model"].items():
+        assert torch.allclose(ddp["model"][name], tensor, atol=1e-5), name
+    assert len(ddp["rng"]["data"]) == 2 and len(ddp["rng"]["torch"]) == 2  # every rank's streams, for resume
+
+
+def test_resume_is_exact_with_muon_and_the_modern_options(slice_dir, tmp_path):
+    common = ["--data_dir", slice_dir, "--eval_interval", 10, *TINY, "--optimizer", "muon", "--pos_emb", "rope",
+              "--norm", "rmsnorm", "--mlp_act", "relu2", "--gradient_accumulation_steps", 2, "--sample_chars", 0]
+    train_main("--out_dir", tmp_path / "straight", "--max_iters", 20, *common)
+    train_main("--out_dir", tmp_path / "halves", "--max_iters", 10, "--lr_decay_iters", 20, *common)
+    train_main("--out_dir", tmp_path / "halves", "--resume", "--max_iters", 20)
+    straight, halves = checkpoint.load(tmp_path / "straight" / "last.pt"), checkpoint.load(tmp_path / "halves" / "last.pt")
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, halves["model"][name]), name
+
+
+# -- bench.py
+
+
+def test_bench_time_to_loss_reports_every_preset_and_the_ratio(slice_dir, tmp_path):
+    tiny = "n_layer=1,n_head=2,n_embd=16,block_size=16,batch_size=4,max_iters=4,threads=1"
+    result = bench.main(["time-to-loss", "--presets", "classic,cpu", "--target", "10", "--evals", "2",
+                         "--eval_batches", "1", "--data_dir", str(slice_dir), "--set", tiny, "--json", str(tmp_path / "t.json")])
+    assert set(result["presets"]) == {"classic", "cpu"}
+    for row in result["presets"].values():
+        assert [point["iter"] for point in row["curve"]] == [0, 2, 4]
+        assert row["seconds_to_target"] == row["curve"][1]["seconds"] > 0  # loss < 10 at the first evaluation
+        assert row["tokens_to_target"] == 2 * 4 * 16
+    assert result["presets"]["cpu"]["speedup"] > 0
+    throughput = bench.main(["throughput", "--preset", "classic", "--iters", "1", "--rounds", "1", "--warmup", "1",
+                             "--data_dir", str(slice_dir), "--set", tiny, "--json", str(tmp_path / "p.json")])
+    assert throughput["tokens_per_s"] > 0 and 0 < throughput["fraction_of_matmul"] < 1.5
