@@ -144,6 +144,25 @@ def test_two_processes_with_ddp_equal_one_process_with_twice_the_accumulation(sl
     assert len(ddp["rng"]["data"]) == 2 and len(ddp["rng"]["torch"]) == 2  # every rank's streams, for resume
 
 
+def test_resume_under_torchrun_is_exact(slice_dir, tmp_path):
+    """2 processes: 6 iterations straight == 3, then --resume for 3 more (dropout on, every rank's streams restored)."""
+    common = ["--data_dir", slice_dir, "--eval_interval", 3, "--eval_iters", 1, "--gradient_accumulation_steps", 2,
+              "--dropout", 0.1, *TINY, "--sample_chars", 0]
+
+    def torchrun(*args):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 str(ROOT / "train.py"), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    torchrun("--out_dir", tmp_path / "straight", "--max_iters", 6, *common)
+    torchrun("--out_dir", tmp_path / "halves", "--max_iters", 3, "--lr_decay_iters", 6, *common)
+    torchrun("--out_dir", tmp_path / "halves", "--resume", "--max_iters", 6)
+    straight, halves = checkpoint.load(tmp_path / "straight" / "last.pt"), checkpoint.load(tmp_path / "halves" / "last.pt")
+    assert straight["iter_num"] == halves["iter_num"] == 6
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, halves["model"][name]), name
+
+
 def test_resume_is_exact_with_muon_and_the_modern_options(slice_dir, tmp_path):
     common = ["--data_dir", slice_dir, "--eval_interval", 10, *TINY, "--optimizer", "muon", "--pos_emb", "rope",
               "--norm", "rmsnorm", "--mlp_act", "relu2", "--gradient_accumulation_steps", 2, "--sample_chars", 0]
