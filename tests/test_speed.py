@@ -97,11 +97,12 @@ def test_linear_warm_down_goes_straight_to_min_lr():
 # -- the GPU path's settings, checked on the CPU
 
 
-def test_cuda_gets_bf16_autocast_compile_and_fused_adamw_and_the_cpu_gets_none():
+def test_cuda_gets_bf16_autocast_compile_and_fused_adamw_and_the_cpu_fused_adamw_only():
     auto = train.TrainConfig()
     assert train.system_settings(auto, "cuda", bf16_supported=True) == {"dtype": "bfloat16", "compile": True, "fused": True}
     assert train.system_settings(auto, "cuda", bf16_supported=False)["dtype"] == "float32"  # e.g. a V100
-    assert train.system_settings(auto, "cpu", bf16_supported=False) == {"dtype": "float32", "compile": False, "fused": False}
+    assert train.system_settings(auto, "cpu", bf16_supported=False) == {"dtype": "float32", "compile": False, "fused": True}
+    assert train.system_settings(auto, "mps", bf16_supported=False)["fused"] is False
     assert train.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
     assert train.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True
     a = torch.randn(4, 4)
