@@ -92,7 +92,7 @@ def main(argv=None):
                    "--bigbird_global", str(args.n_global), "--bigbird_random", str(args.n_random)]
         with tempfile.TemporaryDirectory() as tmp:
             for name, extra in (("causal", []), ("bigbird", bigbird)):
-                flags = ["--preset", "cpu", "--data_dir", args.data_dir, "--out_dir", f"{tmp}/{name}",
+                flags = ["--preset", "classic", "--data_dir", args.data_dir, "--out_dir", f"{tmp}/{name}",
                          "--max_iters", str(args.iters), "--eval_interval", str(args.iters), "--eval_iters", "20",
                          "--sample_chars", "0", "--log_interval", str(args.iters), "--threads", "1", *extra]
                 train.main(flags)
