@@ -23,6 +23,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 import engine
+import runtime
 import train
 from cli import PRESET_DIR, Parser, UserError, build, run
 from model import GPT, GPTConfig
@@ -38,8 +39,8 @@ class PresetRun:
     that several presets can take turns (and so see the same machine load)."""
 
     def __init__(self, preset, data_dir, device, overrides=()):
-        flags = {"preset": preset, "data_dir": data_dir, **dict(overrides)}
-        model_values, self.cfg, _ = train.resolve_settings(flags)
+        argv = ["--preset", preset, "--data_dir", data_dir, *(f"--{name}={value}" for name, value in dict(overrides).items())]
+        model_values, self.cfg, _ = train.resolve_settings(argv)
         try:
             meta = read_meta(data_dir)
         except (FileNotFoundError, ValueError) as e:
@@ -49,8 +50,8 @@ class PresetRun:
         self.train_data = train.load_split(data_dir, "train", self.model_config.block_size)
         self.val_data = train.load_split(data_dir, "val", self.model_config.block_size)
         device_type = device.split(":")[0]
-        settings = train.system_settings(self.cfg, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
-        self.autocast = train.autocast_context(device_type, settings["dtype"])
+        settings = runtime.system_settings(self.cfg, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+        self.autocast = runtime.autocast_context(device_type, settings["dtype"])
         torch.manual_seed(self.cfg.seed)
         self.model = GPT(self.model_config).to(device)
         self.optimizer = train.build_optimizer(self.model, self.cfg, fused=settings["fused"])
@@ -58,7 +59,7 @@ class PresetRun:
         self.step_model = self.model
         if settings["compile"]:
             x, y = self.batch(self.generators[0])
-            self.step_model = train.compile_or_fallback(self.model, x, y, self.autocast)
+            self.step_model = runtime.compile_or_fallback(self.model, x, y, self.autocast)
         self.iter_num, self.train_seconds = 0, 0.0
         self.tokens_per_iter = self.cfg.gradient_accumulation_steps * self.cfg.batch_size * self.model_config.block_size
 
@@ -73,9 +74,7 @@ class PresetRun:
         sync()
         start = time.perf_counter()
         for _ in range(iters):
-            lr = train.learning_rate_at(self.iter_num, self.cfg)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
+            train.set_learning_rate(self.optimizer, train.learning_rate_at(self.iter_num, self.cfg))
             for generator in self.generators:
                 x, y = self.batch(generator)
                 with self.autocast:
@@ -218,7 +217,7 @@ def write_json(path, result):
 def throughput(args):
     """Chunks of the preset's step, the eager reference's step and a matmul measurement, taken in turns, so a
     change in machine load hits all of them alike; medians over the rounds."""
-    device = train.pick_device(args.device)
+    device = runtime.pick_device(args.device)
     run_ = PresetRun(args.preset, args.data_dir, device, overrides=_overrides(args))
     contenders = [run_] + ([EagerReference(run_)] if args.eager else [])
     for c in contenders:
@@ -254,7 +253,7 @@ def time_to_loss(args):
     Each round moves every preset 1/evals of its own run forward (timed), then scores it on a fixed val set
     (not timed). So all presets advance in step and finish in the same round: every preset sees the same machine
     load throughout, and the ratio holds even when the load drifts over time."""
-    device = train.pick_device(args.device)
+    device = runtime.pick_device(args.device)
     runs = [PresetRun(name, args.data_dir, device, overrides=_overrides(args)) for name in args.presets.split(",")]
     curves = {r.name: [(0, 0.0, r.val_loss(args.eval_batches))] for r in runs}
     def running(r):

@@ -1,6 +1,7 @@
 """
-Checkpoints: what a training run leaves behind, written so a crash never destroys a good one,
-and read so a file from a stranger can never run code.
+Checkpoints and everything else a training run writes into out_dir, written so a crash never destroys a good
+one, and read so a file from a stranger can never run code. Skip on a first read of train.py: it calls these
+in one line each (prepare_out_dir, MetricsLog, Saver, rng_state).
 
 A checkpoint is a dict of tensors and plain Python values (str, int, float, bool, list, dict):
     format, version   "babygpt-checkpoint", 1
@@ -14,17 +15,31 @@ A checkpoint is a dict of tensors and plain Python values (str, int, float, bool
     rng               random-number-generator states (tensors), so a resumed run continues exactly
 Because it holds nothing else, torch.load(path, weights_only=True) reads it, and weights_only refuses any
 pickled object that would execute code while loading.
+
+What train.py writes into --out_dir:
+    ckpt.pt        the checkpoint with the best validation loss (what sample.py reads)
+    last.pt        the latest checkpoint (what --resume reads): written at each evaluation, every
+                   save_interval steps, and when the run is stopped by Ctrl-C or SIGTERM
+    metrics.jsonl  one JSON object per logged step: iter, tokens, train_loss, lr, ms_per_iter, tokens_per_s;
+                   evaluation lines have train_loss and val_loss averaged over eval_iters batches, and val_bpc
+                   (validation bits per character: comparable across tokenizers)
+    loss.png       the loss curves so far, redrawn at each evaluation (python plot.py loss OUT_DIR does the same)
 """
 
+import dataclasses
+import json
 import os
 import pickle
 import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
+from cli import UserError
 from model import GPT, GPTConfig
-from tokenizer import validate_meta
+from runtime import barrier, diverged_message
+from tokenizer import same_tokenizer, validate_meta
 
 FORMAT = "babygpt-checkpoint"
 VERSION = 1
@@ -33,6 +48,22 @@ REQUIRED_KEYS = ("model", "model_config", "train_config", "meta", "iter_num", "b
 
 class CheckpointError(Exception):
     """The file is missing, unreadable, unsafe, or not a babygpt checkpoint."""
+
+
+def make_checkpoint(model, optimizer, model_config, train_config, meta, iter_num, best_val_loss, rng):
+    """The dict described at the top of this file: the plain model's weights (never the torch.compile or DDP
+    wrapper's), the settings as plain dicts, and the random streams."""
+    return {
+        "format": FORMAT, "version": VERSION,
+        "model": model.state_dict(),
+        "model_config": dataclasses.asdict(model_config),
+        "train_config": dataclasses.asdict(train_config),
+        "meta": meta,
+        "optimizer": optimizer.state_dict(),
+        "iter_num": iter_num,
+        "best_val_loss": best_val_loss,
+        "rng": rng,
+    }
 
 
 def save(checkpoint, path):
@@ -130,3 +161,166 @@ def load_model(checkpoint, device="cpu", source="the checkpoint"):
         reason = str(e).strip().splitlines()[-1].strip()
         raise CheckpointError(f"{source}: the weights do not fit model_config ({reason})") from None
     return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the random streams: saved with every checkpoint, so that a resumed run draws exactly the batches it would have
+
+
+def rng_state(data_generators, device_type):
+    """This process's random streams, for exact resume: the torch (dropout) state and the state of each of its
+    micro-batch slots' data generators. Cheap: taken before every step, kept only when a checkpoint is written."""
+    state = {"torch": [torch.get_rng_state()], "data": [g.get_state() for g in data_generators]}
+    if device_type == "cuda":
+        state["cuda"] = [torch.cuda.get_rng_state()]
+    return state
+
+
+def gather_rng_state(state, world_size):
+    """Under torchrun each rank holds only its own streams: collect every rank's, in rank order (so "data" stays
+    in slot order), for rank 0 to write. Every rank must call this at the same point."""
+    if world_size == 1:
+        return state
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, state)
+    return {key: [s for rank_state in gathered for s in rank_state[key]] for key in state}
+
+
+def restore_rng_state(state, data_generators, device_type, rank=0, first_slot=0):
+    """Put back this rank's streams. A slot or rank the checkpoint does not have (more processes or more
+    accumulation steps than before) keeps its fresh seed: the run continues, just not bit-exactly."""
+    if rank < len(state["torch"]):
+        torch.set_rng_state(state["torch"][rank])
+    if device_type == "cuda" and rank < len(state.get("cuda", [])):
+        torch.cuda.set_rng_state(state["cuda"][rank])
+    for slot, generator in enumerate(data_generators, start=first_slot):
+        if slot < len(state["data"]):
+            generator.set_state(state["data"][slot])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# out_dir: checked before training, metrics appended while training, checkpoints saved by one object
+
+
+def load_for_resume(out_dir, flags, model_flags):
+    """--resume: OUT_DIR/last.pt, checked. The model's shape cannot change (its weights would not fit)."""
+    try:
+        resumed = load(Path(out_dir) / "last.pt")
+    except CheckpointError as e:
+        raise UserError(f"cannot resume: {e}") from None
+    for name in model_flags:
+        if name in flags and flags[name] != resumed["model_config"].get(name):
+            raise UserError(f"--{name} cannot change when resuming (the checkpoint has {resumed['model_config'].get(name)})")
+    return resumed
+
+
+def prepare_out_dir(out_dir, resume, overwrite, machine):
+    """Never replace a previous run's checkpoints unless asked to; find out now, not at the first save, whether
+    out_dir can be written."""
+    out_dir = Path(out_dir)
+    if not resume and not overwrite and any((out_dir / name).exists() for name in ("ckpt.pt", "last.pt")):
+        raise UserError(f"{out_dir} already holds checkpoints of an earlier run; use --resume to continue it, "
+                        f"--overwrite to start over, or another --out_dir")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{machine.rank}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
+    barrier(machine.world_size)  # every rank has checked out_dir before rank 0 writes into it
+
+
+def metrics_up_to(path, iter_num):
+    """The lines of metrics.jsonl up to iteration iter_num. A line cut short by a crash mid-write is dropped."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iter_num:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return "".join(line + "\n" for line in kept)
+
+
+class MetricsLog:
+    """OUT_DIR/metrics.jsonl, one JSON object per line, written by rank 0 only. A new run starts it empty; a
+    resumed one drops the lines written after its checkpoint (they belong to the lost tail of the run)."""
+
+    def __init__(self, out_dir, resumed_at, master):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        if master and resumed_at is not None and self.path.exists():
+            self.path.write_text(metrics_up_to(self.path, resumed_at))
+        elif master and resumed_at is None:
+            self.path.write_text("")
+        self.file = open(self.path, "a") if master else open(os.devnull, "w")
+
+    def write(self, record):
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:  # e.g. the disk is full
+            raise UserError(f"cannot write {self.path}: {e.strerror}; the checkpoints are kept") from None
+
+    def close(self):
+        self.file.close()
+
+
+class Saver:
+    """Owns the run's two checkpoints: last.pt (the latest state, what --resume reads) and ckpt.pt (the best
+    validation loss, what sample.py reads). It knows which iteration last.pt holds, never saves weights that
+    are not finite numbers, and under torchrun gathers every rank's random streams for rank 0 to write."""
+
+    def __init__(self, out_dir, model, optimizer, model_config, cfg, meta, machine, data_generators):
+        self.out_dir, self.model, self.optimizer, self.machine = Path(out_dir), model, optimizer, machine
+        self.model_config, self.cfg, self.meta, self.data_generators = model_config, cfg, meta, data_generators
+        self.best_val_loss = float("inf")
+        self.last_saved = None  # the iteration last.pt holds
+
+    def rng_now(self):
+        """This process's random streams as they are now (see rng_state)."""
+        return rng_state(self.data_generators, self.machine.device_type)
+
+    def restore(self, resumed, first_slot):
+        """Load a resumed run's weights, optimizer state and random streams; return its iteration."""
+        if not same_tokenizer(resumed["meta"], self.meta):
+            raise UserError(f"the tokenizer (vocabulary) in {self.cfg.data_dir} differs from the one "
+                            f"{self.out_dir / 'last.pt'} was trained on; resume with the same --data_dir")
+        try:
+            self.model.load_state_dict(resumed["model"])
+            self.optimizer.load_state_dict(resumed["optimizer"])
+            restore_rng_state(resumed["rng"], self.data_generators, self.machine.device_type, self.machine.rank,
+                              first_slot)
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:  # a damaged or hand-edited last.pt
+            reason = str(e).strip().splitlines()[-1]
+            raise UserError(f"cannot resume: {self.out_dir / 'last.pt'} does not fit this run ({reason})") from None
+        self.best_val_loss, self.last_saved = resumed["best_val_loss"], resumed["iter_num"]
+        print(f"resuming {self.out_dir / 'last.pt'} at iteration {self.last_saved} "
+              f"(best val loss {self.best_val_loss:.4f})")
+        return resumed["iter_num"]
+
+    def record(self, val_loss):
+        """Note an evaluation's val loss; True if it is the best so far (then ckpt.pt should be saved)."""
+        improved = val_loss < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, val_loss)
+        return improved
+
+    def save(self, iter_num, rng, also_best=False):
+        """last.pt (and ckpt.pt if asked) := the state at iter_num, whose loss was just found finite. `rng`: the
+        random states from before this iteration's batch was drawn. Never half a file."""
+        rng = gather_rng_state(rng, self.machine.world_size)  # every rank takes part
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise UserError(diverged_message("the weights are no longer finite numbers", iter_num, self.cfg,
+                                             self.machine.dtype, self.last_saved))
+        if not self.machine.master:
+            return
+        try:
+            state = make_checkpoint(self.model, self.optimizer, self.model_config, self.cfg, self.meta, iter_num,
+                                    self.best_val_loss, rng)
+            if self.last_saved != iter_num:
+                save(state, self.out_dir / "last.pt")
+            if also_best:
+                save(state, self.out_dir / "ckpt.pt")
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
+        self.last_saved = iter_num

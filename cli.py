@@ -9,12 +9,11 @@ run(). Unexpected errors (bugs) still show their traceback, because then we want
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 import sys
 import tomllib
 from pathlib import Path
-
-import torch
 
 PRESET_DIR = Path(__file__).resolve().parent / "config"
 
@@ -102,26 +101,33 @@ def load_preset(name, allowed_fields):
     return values
 
 
+def check_fields(settings, positive=(), non_negative=(), choices=None, unit_interval=(), above_zero=()):
+    """The common checks of a settings dataclass, each failure a one-line ValueError naming the field: no NaN or
+    infinity anywhere, counts at least 1, sizes not negative, words from a fixed list, betas in [0, 1), rates
+    above zero."""
+    for name, value in vars(settings).items():  # nan passes every < and > test below, so refuse it first
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+    for name in positive:
+        if getattr(settings, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(settings, name)}")
+    for name in non_negative:
+        if getattr(settings, name) < 0:
+            raise ValueError(f"{name} must not be negative, got {getattr(settings, name)}")
+    for name, allowed in (choices or {}).items():
+        if getattr(settings, name) not in allowed:
+            raise ValueError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {getattr(settings, name)!r}")
+    for name in unit_interval:
+        if not 0 <= getattr(settings, name) < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(settings, name)}")
+    for name in above_zero:
+        if not getattr(settings, name) > 0:
+            raise ValueError(f"{name} must be positive, got {getattr(settings, name)}")
+
+
 def build(cls, values, what):
     """cls(**values), with a validation failure in __post_init__ turned into a UserError."""
     try:
         return cls(**values)
     except (ValueError, TypeError) as e:
         raise UserError(f"{what}: {e}") from None
-
-
-def pick_device(name):
-    """'auto' -> the best available of cuda, mps, cpu; a named device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name not in ("cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", name):
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for, but this torch sees no CUDA GPU (use --device cpu or auto)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps asked for, but MPS is not available here (use --device cpu or auto)")
-    return name

@@ -21,7 +21,8 @@ import torch
 
 import checkpoint
 import engine
-from cli import Parser, UserError, add_dataclass_flags, build, pick_device, run
+from cli import Parser, UserError, add_dataclass_flags, build, run
+from runtime import pick_device
 from tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 SEPARATOR = "\n" + "-" * 40 + "\n"

@@ -23,7 +23,7 @@ from tokenizer import tokenizer_from_meta  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
 # Small enough to train in about a minute on one CPU thread, big enough to learn words: 2 layers of 4 heads.
-RUN = ["--n_layer", "2", "--n_head", "4", "--n_embd", "64", "--block_size", "32", "--batch_size", "32",
+RUN = ["--preset", "classic", "--n_layer", "2", "--n_head", "4", "--n_embd", "64", "--block_size", "32", "--batch_size", "32",
        "--max_iters", "800", "--eval_interval", "50", "--eval_iters", "20", "--learning_rate", "3e-3",
        "--min_lr", "3e-4", "--warmup_iters", "50", "--log_interval", "10", "--sample_chars", "0",
        "--device", "cpu", "--compile", "off", "--threads", "1", "--seed", "1337"]

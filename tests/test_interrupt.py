@@ -21,7 +21,7 @@ import torch
 
 import checkpoint
 from conftest import ROOT, TINY, train_main
-from train import StopSignal
+from runtime import StopSignal
 
 MAX_ITERS = 40
 RUN = ["--eval_interval", 10, "--dropout", 0.1, "--max_iters", MAX_ITERS, *TINY]

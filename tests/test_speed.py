@@ -9,6 +9,7 @@ import torch
 
 import bench
 import checkpoint
+import runtime
 import train
 from cli import PRESET_DIR
 from conftest import ROOT, TINY, train_main
@@ -99,17 +100,17 @@ def test_linear_warm_down_goes_straight_to_min_lr():
 
 def test_cuda_gets_bf16_autocast_compile_and_fused_adamw_and_the_cpu_fused_adamw_only():
     auto = train.TrainConfig()
-    assert train.system_settings(auto, "cuda", bf16_supported=True) == {"dtype": "bfloat16", "compile": True, "fused": True}
-    assert train.system_settings(auto, "cuda", bf16_supported=False)["dtype"] == "float32"  # e.g. a V100
-    assert train.system_settings(auto, "cpu", bf16_supported=False) == {"dtype": "float32", "compile": False, "fused": True}
-    assert train.system_settings(auto, "mps", bf16_supported=False)["fused"] is False
-    assert train.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
-    assert train.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True
+    assert runtime.system_settings(auto, "cuda", bf16_supported=True) == {"dtype": "bfloat16", "compile": True, "fused": True}
+    assert runtime.system_settings(auto, "cuda", bf16_supported=False)["dtype"] == "float32"  # e.g. a V100
+    assert runtime.system_settings(auto, "cpu", bf16_supported=False) == {"dtype": "float32", "compile": False, "fused": True}
+    assert runtime.system_settings(auto, "mps", bf16_supported=False)["fused"] is False
+    assert runtime.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
+    assert runtime.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True
     a = torch.randn(4, 4)
-    with train.autocast_context("cpu", "bfloat16"):
+    with runtime.autocast_context("cpu", "bfloat16"):
         assert (a @ a).dtype == torch.bfloat16  # matmuls in bf16 under autocast ...
     assert (a @ a).dtype == torch.float32  # ... and only there
-    with train.autocast_context("cpu", "float32"):
+    with runtime.autocast_context("cpu", "float32"):
         assert (a @ a).dtype == torch.float32
 
 
@@ -120,7 +121,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_model_and_changes_nothing(ca
     model = tiny_model()
     x = torch.randint(0, 11, (2, 16))
     rng_before = torch.get_rng_state()
-    chosen = train.compile_or_fallback(model, x, x, train.autocast_context("cpu", "float32"), backend=broken_backend)
+    chosen = runtime.compile_or_fallback(model, x, x, runtime.autocast_context("cpu", "float32"), backend=broken_backend)
     assert chosen is model
     assert "torch.compile failed" in capsys.readouterr().err
     assert torch.equal(torch.get_rng_state(), rng_before)

@@ -7,7 +7,8 @@ import torch
 
 import checkpoint
 from conftest import TINY, run_script, train_main
-from train import TrainConfig, learning_rate_at, pick_dtype
+from runtime import pick_dtype
+from train import TrainConfig, learning_rate_at
 
 
 def test_learning_rate_warms_up_then_decays_to_min_lr():

@@ -1,0 +1,291 @@
+"""
+runtime.py -- how the training loop runs on this machine, and how it survives it. Skip on a first read.
+
+train.py calls each of these in one line:
+    set_up(cfg)              torchrun's process group, the device, dtype (autocast), threads, compile, fused AdamW
+    compile_or_fallback      torch.compile, tried once; eager if the compiler is missing or broken
+    gradient_sync            DDP averages gradients only in the last micro-step's backward
+    any_rank_says            under torchrun, every rank stops at the same step if one of them got Ctrl-C
+    StopSignal               Ctrl-C / SIGTERM set a flag; the loop saves and stops between two steps
+    Progress                 the progress bar (or a printed line per log interval) and the speed in ms per step
+    diverged_message         the one line for a run whose loss or weights stopped being finite
+    shut_down                leave the process group
+"""
+
+import contextlib
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from cli import UserError
+
+
+@dataclass
+class Machine:
+    """Where and how this process trains."""
+    rank: int  # this process's number under torchrun (0 without it)
+    world_size: int  # how many processes train together (1 without torchrun)
+    device: str  # "cpu", "cuda", "cuda:N" or "mps"
+    dtype: str  # "float32", or "bfloat16" for autocast
+    compile: bool  # torch.compile the model
+    fused: bool  # the fused AdamW kernel (CUDA and CPU)
+
+    @property
+    def master(self):  # only rank 0 evaluates, logs, samples and writes checkpoints
+        return self.rank == 0
+
+    @property
+    def device_type(self):
+        return self.device.split(":")[0]
+
+    def autocast(self):
+        return autocast_context(self.device_type, self.dtype)
+
+    def describe(self, compiled):
+        processes = f", {self.world_size} processes" if self.world_size > 1 else ""
+        return (f"device {self.device}, {self.dtype}, compile {'on' if compiled else 'off'}, "
+                f"{torch.get_num_threads()} threads{processes}")
+
+
+def set_up(cfg):
+    """Join torchrun's process group if there is one, pick the device and the speed settings for it."""
+    rank, world_size, ddp_device = setup_distributed()
+    device = ddp_device or pick_device(cfg.device)
+    device_type = device.split(":")[0]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls that do run (outside autocast) use TF32
+        torch.backends.cudnn.allow_tf32 = True
+    settings = system_settings(cfg, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+    if rank:
+        sys.stdout = open(os.devnull, "w")  # only rank 0 talks (errors still reach stderr)
+    return Machine(rank, world_size, device, **settings)
+
+
+def pick_device(name):
+    """'auto' -> the best available of cuda, mps, cpu; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name not in ("cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", name):
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but this torch sees no CUDA GPU (use --device cpu or auto)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps asked for, but MPS is not available here (use --device cpu or auto)")
+    return name
+
+
+def pick_dtype(requested, device_type, bf16_supported):
+    """float32 everywhere except CUDA with bf16 support, where 'auto' means bfloat16 autocast."""
+    if requested == "auto":
+        return "bfloat16" if device_type == "cuda" and bf16_supported else "float32"
+    return requested
+
+
+def autocast_context(device_type, dtype):
+    """Mixed precision: matmuls in bfloat16, weights and the optimizer in float32. A no-op for float32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def system_settings(cfg, device_type, bf16_supported):
+    """The speed settings that depend on the device: dtype (bfloat16 autocast on CUDA when it can), whether to
+    torch.compile (auto: CUDA only; on a CPU it was no faster, see docs/experiments.md) and the fused AdamW
+    kernel (one kernel for the whole update instead of several per parameter; CUDA and CPU)."""
+    return {"dtype": pick_dtype(cfg.dtype, device_type, bf16_supported),
+            "compile": cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda"),
+            "fused": device_type in ("cuda", "cpu")}
+
+
+def maybe_compile(model, example_batch, machine):
+    """The model torch.compile'd when the settings ask for it (tried on one real batch), else the model itself."""
+    if not machine.compile:
+        return model
+    x, y = (t.to(machine.device) for t in example_batch)
+    return compile_or_fallback(model, x, y, machine.autocast())
+
+
+def compile_or_fallback(model, x, y, autocast, backend="inductor"):
+    """torch.compile(model), tried once on a real batch (compiling happens lazily, at the first call). If it
+    fails (no C++ compiler, an unsupported GPU, a torch bug), say so in one line and train uncompiled instead.
+    The trial runs with forked random streams and its gradients are dropped, so it changes nothing."""
+    compiled = torch.compile(model, backend=backend)
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), autocast:
+            compiled(x, y)[1].backward()
+    except Exception as e:  # noqa: BLE001 -- any compiler failure means: fall back to eager
+        print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              f"training without it", file=sys.stderr)
+        compiled = model
+    model.zero_grad(set_to_none=True)
+    return compiled
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# several processes (torchrun): DistributedDataParallel
+
+
+def setup_distributed():
+    """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE) join the process group: nccl between GPUs, gloo
+    between CPU processes. Returns (rank, world_size, device or None); without torchrun (0, 1, None)."""
+    if "RANK" not in os.environ:
+        return 0, 1, None
+    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.cuda.is_available():
+        device = f"cuda:{local_rank}"  # one GPU per process
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=torch.device(device))
+    else:
+        device = "cpu"
+        dist.init_process_group("gloo")
+    return rank, world_size, device
+
+
+def wrap_for_ranks(model, machine):
+    """Under torchrun, DDP averages the gradients of all ranks during backward(); alone, the model itself."""
+    if machine.world_size == 1:
+        return model
+    device_ids = [machine.device] if machine.device_type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def gradient_sync(train_model, last_micro_step):
+    """Under DDP, gradients are averaged across ranks only once per step, in the last micro-step's backward:
+    the others run inside no_sync(). Alone, nothing to do."""
+    if last_micro_step or not hasattr(train_model, "no_sync"):
+        return contextlib.nullcontext()
+    return train_model.no_sync()
+
+
+def micro_steps_per_rank(gradient_accumulation_steps, machine):
+    """Each process runs an equal share of a step's micro-batches."""
+    if gradient_accumulation_steps % machine.world_size:
+        raise UserError(f"--gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the "
+                        f"number of processes ({machine.world_size}): each process runs an equal share of the "
+                        f"micro-batches")
+    return gradient_accumulation_steps // machine.world_size
+
+
+def barrier(world_size):
+    if world_size > 1:
+        dist.barrier()
+
+
+def any_rank_says(flag, machine):
+    """True on every rank if `flag` is true on any: under torchrun every rank must stop at the same step, even if
+    only one of them got the signal. Alone, just bool(flag)."""
+    if machine.world_size == 1:
+        return bool(flag)
+    vote = torch.tensor([float(bool(flag))], device=machine.device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
+
+
+def shut_down(machine):
+    if machine.world_size > 1:
+        dist.destroy_process_group()
+
+
+class Progress:
+    """What the user sees while the loop runs: a progress bar in a terminal (rank 0 only), else a printed line
+    at every report; and the speed (ms per step) since the last report, evaluation time excluded."""
+
+    def __init__(self, max_iters, iter_num, tokens_per_iter, machine):
+        show_bar = machine.master and sys.stdout.isatty()
+        self.bar = tqdm(total=max_iters, initial=iter_num, disable=not show_bar, unit="it", dynamic_ncols=True)
+        self.tokens_per_iter = tokens_per_iter
+        self.restart()
+
+    def restart(self):
+        """Start a new speed window (after an evaluation: its time is not step time)."""
+        self.start, self.steps = time.perf_counter(), 0
+
+    def step(self):
+        self.steps += 1
+        self.bar.update(1)
+
+    def report(self, iter_num, train_loss, lr):
+        """Show this step's loss and the speed since the last report; return them as a metrics record."""
+        ms_per_iter = 1000 * (time.perf_counter() - self.start) / max(1, self.steps)
+        tokens_per_s = self.tokens_per_iter * 1000 / ms_per_iter
+        if self.bar.disable:
+            print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.2e}, {ms_per_iter:.1f} ms/iter, "
+                  f"{tokens_per_s:,.0f} tokens/s")
+        else:
+            self.bar.set_postfix(loss=f"{train_loss:.3f}", ms=f"{ms_per_iter:.0f}")
+        self.restart()
+        return {"iter": iter_num, "tokens": iter_num * self.tokens_per_iter, "train_loss": train_loss, "lr": lr,
+                "ms_per_iter": ms_per_iter, "tokens_per_s": tokens_per_s}
+
+    def close(self):
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# surviving: signals and divergence
+
+
+class StopSignal:
+    """Ctrl-C (SIGINT) or SIGTERM (a closing laptop lid, `kill`, a cluster's time limit) during training only sets
+    a flag; the loop looks at it between two steps, saves last.pt and returns. Why not stop at once? The signal
+    can arrive in the middle of optimizer.step(), with half the weights updated: that state must never be saved.
+    A second signal stops immediately (KeyboardInterrupt): even then the last checkpoint on disk is whole,
+    because checkpoint.save writes a temporary file and renames it."""
+
+    def __init__(self):
+        self.received = None  # the name of the first signal, e.g. "SIGINT"
+        self.previous = {}
+
+    def listen(self):
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def farewell(stopped, signal_name, iter_num, out_dir, seconds, best_val_loss):
+    """The run's last line: how to continue a stopped run, or where a finished one's checkpoints are."""
+    if stopped:  # under torchrun, a rank that was told to stop by another one has no signal name of its own
+        return (f"stopped by {signal_name or 'a signal'} at iteration {iter_num}; saved {Path(out_dir) / 'last.pt'}. "
+                f"Continue with: python train.py --out_dir {out_dir} --resume")
+    return (f"done: {iter_num} iterations in {seconds:.1f} s, best val loss {best_val_loss:.4f}; checkpoints in "
+            f"{out_dir}/ (sample with: python sample.py --out_dir {out_dir})")
+
+
+def diverged_message(what, iter_num, cfg, dtype, last_saved):
+    """One line for a run whose loss or weights stopped being finite numbers, with the usual cures."""
+    fixes = [f"a lower --learning_rate (it is {cfg.learning_rate:g})", "more --warmup_iters"]
+    if dtype != "float32":
+        fixes.append("--dtype float32")
+    if not cfg.grad_clip:
+        fixes.append("--grad_clip 1")
+    kept = f"last.pt from iteration {last_saved} is kept" if last_saved is not None else "nothing was saved"
+    return f"{what} at iteration {iter_num}: training diverged; try {', '.join(fixes)}; {kept}"
