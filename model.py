@@ -318,7 +318,7 @@ def make_optimizer(model, learning_rate, weight_decay, betas, fused=False):
 
     Biases and LayerNorm gains are 1-D: decaying them toward 0 only hurts, so they get weight_decay 0.
     The tied token-embedding / LM-head matrix is one Parameter: model.parameters() yields it once, it is
-    2-D, so it is decayed once, as an ordinary weight matrix. fused=True uses the single-kernel CUDA version.
+    2-D, so it is decayed once, as an ordinary weight matrix. fused=True: one kernel for the whole update (CUDA and CPU).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [

@@ -4,7 +4,7 @@ sample.py -- generate text from a trained checkpoint.
     python sample.py                                  # from out/ckpt.pt, starting at a newline
     python sample.py --start "ROMEO:" --max_new_tokens 300
     python sample.py --start FILE:prompt.txt --num_samples 3 --temperature 0.8
-    python sample.py --ckpt out/last.pt --temperature 0   # greedy: always the most likely next character
+    python sample.py --ckpt out/last.pt --temperature 0   # greedy: always the most likely next token
     python sample.py --start "ROMEO:" --stop "\n\n"     # stop at the end of the speech
     python sample.py --interactive                     # a prompt per line, typed or piped in
 
@@ -35,10 +35,10 @@ class SampleConfig:
     ckpt: str = ""  # read this checkpoint file instead (e.g. out/last.pt)
     start: str = "\n"  # the prompt; FILE:path reads it from a file; empty means a newline
     num_samples: int = 1  # samples to generate, as one batch
-    max_new_tokens: int = 500  # characters to generate per sample
-    temperature: float = 0.8  # 0: always the most likely character; <1 sharper, >1 more random
-    top_k: int = 200  # keep only the k most likely characters at each step (clamped to the vocabulary)
-    top_p: float = 1.0  # nucleus: keep the fewest most likely characters whose probabilities add up to >= p (1: all)
+    max_new_tokens: int = 500  # tokens to generate per sample (characters, for the char tokenizer)
+    temperature: float = 0.8  # 0: always the most likely token; <1 sharper, >1 more random
+    top_k: int = 200  # keep only the k most likely tokens at each step (clamped to the vocabulary)
+    top_p: float = 1.0  # nucleus: keep the fewest most likely tokens whose probabilities add up to >= p (1: all)
     stop: str = ""  # stop a sample right after this text appears in it; \n means a newline (empty: never)
     seed: int = 1337  # the same seed gives the same samples
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps

@@ -271,7 +271,7 @@ def main(argv=None):
     # One data stream per micro-batch slot of a step, seeded by its slot number; rank r owns the next local_steps
     # slots, so N processes draw together exactly the batches of one process with N x the accumulation steps.
     first_slot = machine.rank * local_steps
-    data_generators = [torch.Generator().manual_seed(cfg.seed + slot) for slot in range(first_slot, first_slot + local_steps)]
+    data_generators = [torch.Generator().manual_seed(cfg.seed + first_slot + i) for i in range(local_steps)]
     saver = checkpoint.Saver(cfg.out_dir, model, optimizer, model_config, cfg, meta, machine, data_generators)
     iter_num = saver.restore(resumed, first_slot) if resumed else 0
     resumed_at = iter_num if resumed else None  # no evaluation right after a resume: last.pt has its numbers

@@ -1,5 +1,6 @@
 """A real (tiny) training run: checkpoints, metrics, exact resume, and sampling from the result."""
 
+import dataclasses
 import json
 
 import pytest
@@ -87,3 +88,17 @@ def test_sample_cli_seed_and_batch(trained_run):
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout  # same seed, same text
     assert first.stdout.count("-" * 40) == 2  # three samples, two separators
+
+
+def test_python_train_py_with_no_preset_runs_the_cpu_recipe_and_classic_runs_the_plain_defaults():
+    """What a learner gets from `python train.py`: the README's fast cpu recipe; --preset classic is the lecture's."""
+    import train
+    from cli import load_preset
+
+    model_values, cfg, _ = train.resolve_settings([])
+    settings = {**model_values, **dataclasses.asdict(cfg)}
+    assert load_preset("cpu", train.DEFAULTS).items() <= settings.items()
+    assert (settings["optimizer"], settings["pos_emb"]) == ("muon", "rope")
+    model_values, cfg, _ = train.resolve_settings(["--preset", "classic", "--max_iters", "7"])
+    settings = {**model_values, **dataclasses.asdict(cfg)}
+    assert settings == {**train.DEFAULTS, "max_iters": 7}  # classic = the dataclass defaults; flags win
