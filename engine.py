@@ -23,11 +23,12 @@ text differs from the reference once the window is full (but one re-prefill serv
 
 A sliding-window model (GPTConfig.attn_pattern = "sliding", with rotary positions) has no such catch. Its
 definition needs no cropping: in every layer position t reads only t - W + 1..t, and rotary positions make
-that the same sum at any absolute position. So a key or value, once computed, never changes, and the last W
-of them per layer are all a new token can read: `RollingKVCache` keeps exactly those W, writing each new
-position into the slot of the one that just left the window (a ring). Generation then runs for any number of
-tokens with no re-prefill, at constant memory and constant cost per token, and gives exactly the tokens of the
-model's own full forward over the whole uncropped text (GPT.generate for such a model).
+that the same sum at any absolute position. So a key or value, once computed, never changes (it depends only
+on text before it, and nothing is ever cropped away), and the last W of them per layer are all a new token
+can read: `RollingKVCache` keeps exactly those W, writing each new position into the slot of the one that
+just left the window (a ring). Generation then runs for any number of tokens with no re-prefill, at constant
+memory and constant cost per token, and gives exactly the tokens of the model's own full forward over the
+whole uncropped text (GPT.generate for such a model).
 
 The sampling itself is model.sample_next_token, shared with the reference: same logits, same draws.
 
