@@ -4,6 +4,7 @@ bench.py -- measurements that are not tests: speed, memory and time-to-loss. Pri
     python bench.py throughput --preset cpu
     python bench.py time-to-loss --target 1.88 --presets classic,cpu
     python bench.py sample
+    python bench.py sample --lengths 100,1000,10000 --presets cpu,cpu-sliding
 
 Results with their commands and machines are kept in docs/experiments.md.
 """
@@ -25,7 +26,7 @@ from torch.nn import functional as F
 import engine
 import runtime
 import train
-from cli import PRESET_DIR, Parser, UserError, build, run
+from cli import PRESET_DIR, Parser, UserError, build, load_preset, run
 from model import GPT, GPTConfig
 from tokenizer import read_meta
 
@@ -347,6 +348,8 @@ def time_generation(model, num_samples, new_tokens, kv_cache, batched, refill_ev
 
 
 def sample(args):
+    if args.lengths:
+        return sample_lengths(args)
     torch.set_num_threads(args.threads)
     preset = tomllib.loads((PRESET_DIR / f"{args.preset}.toml").read_text(encoding="utf-8"))
     shape = {k: preset[k] for k in ("n_layer", "n_head", "n_embd", "block_size") if k in preset}
@@ -402,6 +405,114 @@ def sample(args):
     print(f"wrote {args.json}", file=sys.stderr)
 
 
+# -- bench.py sample --lengths: characters/s against the generated length, full attention vs a sliding window
+
+
+def length_modes(model):
+    """(name, kv_cache) of the ways to generate from this model exactly."""
+    if model.config.attn_pattern == "sliding":
+        return [("rolling cache", True)]  # never crops, never re-fills: see engine.py
+    return [("crop and recompute", False), ("KV cache, re-filled once full", True)]
+
+
+def resident_mb():
+    """The process's resident memory now, in MB (Linux /proc; None elsewhere). Unlike the peak (ru_maxrss), it
+    can go down again, so reading it at 100, 1,000 and 10,000 characters shows whether memory grows."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * resource.getpagesize() / 2 ** 20
+
+
+def time_lengths(model, lengths, kv_cache, batch, seed):
+    """Generate max(lengths) tokens for `batch` samples after a one-token prompt, as sample.py does; return
+    {length: seconds until the first `length` tokens were out} and {length: resident MB at that moment}."""
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.zeros(batch, 1, dtype=torch.long)  # (batch, 1): every sample starts from token 0
+    seconds, memory = {}, {}
+    start = time.perf_counter()
+    for n, _ in enumerate(engine.stream(model, idx, max(lengths), 1.0, None, generator, None, kv_cache), start=1):
+        if n in lengths:
+            seconds[n] = time.perf_counter() - start
+            memory[n] = resident_mb()
+    return seconds, memory
+
+
+def sample_lengths(args):
+    """Characters/s over the first N characters, for each N in --lengths, for every exact way of generating from
+    each preset's model (random weights: speed does not depend on them). Modes take turns in every round."""
+    torch.set_num_threads(args.threads)
+    try:
+        lengths = sorted({int(n) for n in args.lengths.split(",")})
+    except ValueError:
+        raise UserError(f"--lengths: expected whole numbers separated by commas, got {args.lengths!r}") from None
+    if lengths[0] < 1:
+        raise UserError("--lengths: every length must be at least 1")
+    models = {}
+    for preset in args.presets.split(","):
+        values = load_preset(preset, train.DEFAULTS)
+        config = build(GPTConfig, {k: v for k, v in values.items() if k in train.MODEL_FLAGS} | {"vocab_size": 65},
+                       f"preset {preset}")
+        torch.manual_seed(0)
+        models[preset] = GPT(config).eval()
+    runs = [(preset, name, kv_cache) for preset, model in models.items() for name, kv_cache in length_modes(model)]
+    print(f"presets {args.presets}: {args.samples} sample(s) x {max(lengths):,} characters, {args.threads} thread(s), "
+          f"{args.repeats} round(s)", file=sys.stderr)
+    results = {(preset, name): [] for preset, name, _ in runs}
+    for round_number in range(args.repeats):
+        for preset, name, kv_cache in runs:
+            seconds, memory = time_lengths(models[preset], lengths, kv_cache, args.samples, seed=round_number)
+            results[preset, name].append({"seconds": seconds, "resident_mb": memory})
+            print(f"round {round_number + 1}: {preset}, {name}: {seconds[max(lengths)]:.1f} s", file=sys.stderr)
+
+    report = {"command": "python bench.py sample " + " ".join(sys.argv[2:]), "lengths": lengths,
+              "samples": args.samples, "threads": args.threads, "repeats": args.repeats, "runs": []}
+    print(f"\nchars/s over the first N characters ({args.samples} sample(s); median of {args.repeats} round(s))\n")
+    print("| model | mode | " + " | ".join(f"N = {n:,}" for n in lengths) + " | KV cache | resident MB at "
+          f"N = {lengths[0]:,} / {lengths[-1]:,} |")
+    print("|---|---|" + "---|" * len(lengths) + "---|---|")
+    for preset, name, kv_cache in runs:
+        model, rounds = models[preset], results[preset, name]
+        rates = {n: args.samples * n / statistics.median(r["seconds"][n] for r in rounds) for n in lengths}
+        memory = {n: statistics.median(r["resident_mb"][n] or 0.0 for r in rounds) for n in lengths}
+        cache = engine.cache_bytes(engine.make_cache(model, args.samples, "cpu")) if kv_cache else 0
+        c = model.config
+        window = f", window {c.attn_window}" if c.attn_pattern == "sliding" else ""
+        shape = f"{preset} ({c.n_layer} layers, block {c.block_size}{window})"
+        report["runs"].append({"preset": preset, "mode": name, "params": model.num_params(), "block_size": c.block_size,
+                               "attn_window": c.attn_window, "chars_per_s": rates, "cache_bytes": cache,
+                               "resident_mb": memory, "rounds": rounds})
+        print(f"| {shape} | {name} | " + " | ".join(f"{rates[n]:,.0f}" for n in lengths)
+              + f" | {cache / 1024:,.0f} KiB | {memory[lengths[0]]:.0f} / {memory[lengths[-1]]:.0f} |")
+    print(f"\npeak resident memory of the whole process: {peak_memory_mb('cpu'):.0f} MB")
+    report["peak_memory_mb"] = peak_memory_mb("cpu")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}", file=sys.stderr)
+    if args.figure:
+        print(f"wrote {draw_lengths(report, args.figure)}", file=sys.stderr)
+    return report
+
+
+def draw_lengths(report, path):
+    """chars/s against the generated length (log scale), one line per model and mode; the rate axis starts at 0."""
+    import plot
+
+    fig = plot.new_figure(6.4, 3.8)
+    ax = fig.subplots()
+    for run_ in report["runs"]:
+        points = sorted((int(n), rate) for n, rate in run_["chars_per_s"].items())  # JSON keys are strings
+        ax.plot(*zip(*points), marker="o", label=f"{run_['preset']}: {run_['mode']}")
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("characters generated (N)")
+    ax.set_ylabel("characters / s over the first N")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return plot.save_png(fig, path, dpi=80)
+
+
 def _common_bench_flags(p):
     p.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data (default: data/shakespeare_char)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
@@ -440,6 +551,10 @@ def main(argv=None):
                    help="also time the inexact cache that re-fills a full window every N tokens; 1: skip (default: 32)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads; 1 suits a shared machine (default: 1)")
     p.add_argument("--json", default="out-bench/sample.json", help="where to write the results (default: %(default)s)")
+    p.add_argument("--lengths", default="", help="e.g. 100,1000,10000: chars/s against the generated length instead, "
+                   "for every exact mode of each of --presets (--samples 1: one sample, as sample.py streams it)")
+    p.add_argument("--presets", default="cpu,cpu-sliding", help="with --lengths: the models (default: %(default)s)")
+    p.add_argument("--figure", default="", help="with --lengths: also draw chars/s against the length into this PNG")
     p.set_defaults(func=sample)
 
     args = parser.parse_args(argv)

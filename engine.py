@@ -21,16 +21,27 @@ block_size - N + 1 tokens, then append N - 1 tokens through the cache before the
 then sees between block_size - N + 1 and block_size tokens of context instead of exactly block_size, so the
 text differs from the reference once the window is full (but one re-prefill serves N tokens).
 
-With rotary position embeddings (relative positions) the window could slide instead: see `KVCache`.
+A sliding-window model (GPTConfig.attn_pattern = "sliding", with rotary positions) has no such catch. Its
+definition needs no cropping: in every layer position t reads only t - W + 1..t, and rotary positions make
+that the same sum at any absolute position. So a key or value, once computed, never changes (it depends only
+on text before it, and nothing is ever cropped away), and the last W of them per layer are all a new token
+can read: `RollingKVCache` keeps exactly those W, writing each new position into the slot of the one that
+just left the window (a ring). Generation then runs for any number of tokens with no re-prefill, at constant
+memory and constant cost per token, and gives exactly the tokens of the model's own full forward over the
+whole uncropped text (GPT.generate for such a model).
+
 The sampling itself is model.sample_next_token, shared with the reference: same logits, same draws.
 
     engine.generate(model, idx, max_new_tokens, temperature, top_k, generator=g)   # == model.generate(...)
     for next_token in engine.stream(model, idx, ...): ...                          # one (B, 1) step at a time
 """
 
+import math
+
 import torch
 from torch.nn import functional as F
 
+from attention_patterns import causal_mask, layer_mask
 from model import sample_next_token
 
 
@@ -39,12 +50,10 @@ class KVCache:
 
     Memory is allocated once for block_size positions, so appending is a copy into a slice, not a torch.cat.
 
-    Where a sliding window would go: with rotary position embeddings, attention sees only the distance between
-    two positions, so a full cache could drop its oldest entry and keep going (shift the tensors left by one)
-    instead of being re-filled. Note what that computes: in layer 1 and up, a cached key still carries what
-    its token saw when it was made, including tokens that have since left the window. That is a fine model of
-    its own (a "streaming" window), but no longer the crop-and-recompute reference of GPT.generate, which
-    recomputes every key from the window alone; only a one-layer model gives the same tokens both ways.
+    Why a full-attention model cannot simply drop its oldest entry and go on, even with rotary positions: in
+    layer 1 and up, a cached key still carries what its token saw when it was made, including tokens that have
+    since left the window, while the crop-and-recompute reference recomputes every key from the window alone.
+    Only a model whose own definition is a window -- a sliding model, see RollingKVCache -- can keep them.
     """
 
     def __init__(self, config, batch_size, device, dtype=torch.float32):
@@ -55,14 +64,73 @@ class KVCache:
         self.length = 0  # how many positions are filled
         self.capacity = config.block_size
 
-    def add(self, layer, k, v):
+    def add(self, layer, k, v, attn):
         """Store k, v (B, nh, T, hs) at positions length..length+T-1 of `layer`; return the keys and values of
-        all positions so far, each (B, nh, length+T, hs). `length` itself moves on in `forward` once every
-        layer has added its part."""
-        start, end = self.length, self.length + k.size(2)
+        all positions so far, each (B, nh, length+T, hs), and which of them each new position may read: the
+        (T, length+T) rows of attn's pattern, or None when all of them. `length` itself moves on in `forward`
+        once every layer has added its part."""
+        T = k.size(2)
+        start, end = self.length, self.length + T
         self.keys[layer, :, :, start:end] = k
         self.values[layer, :, :, start:end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        # new position i sits at start+i and may read 0..start+i (or its pattern's part of them); a single new
+        # position under plain causal attention may read every position so far, so it needs no mask
+        mask = layer_mask(attn, T, first=start, device=k.device, explicit=T > 1)  # (T, end) bool, or None
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end], mask
+
+
+class RollingKVCache:
+    """For a sliding-window model: every layer's keys and values for the last `window` (W) positions only.
+
+    Position p lives in slot p % W, so a new position overwrites the one that has just left every query's
+    window: a ring buffer. The slots are then out of order, which attention does not mind: a softmax-weighted
+    sum over keys does not depend on their order, and each key was rotated for its own absolute position when
+    it was made (RoPE), so it carries its position with it. Memory: 2 x n_layer x B x nh x W x hs numbers,
+    however long the text grows; `length` (the next absolute position) is the only thing that keeps counting.
+    """
+
+    def __init__(self, config, batch_size, device, dtype=torch.float32):
+        if config.attn_pattern != "sliding":
+            raise ValueError(f"a rolling cache needs a sliding-window model, got attn_pattern {config.attn_pattern!r}")
+        self.window = config.attn_window
+        shape = (config.n_layer, batch_size, config.n_head, self.window, config.n_embd // config.n_head)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nh, W, hs)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nh, W, hs)
+        self.length = 0  # positions seen so far: the absolute position of the next token
+        self.capacity = math.inf  # no end: the ring is re-used forever
+
+    def add(self, layer, k, v, attn=None):
+        """Store k, v (B, nh, T, hs) for positions length..length+T-1 of `layer` (only the last W of them stay);
+        return the keys and values the new positions may read, each (B, nh, S, hs), and a (T, S) bool mask
+        saying which of them each one may read (None: all of them)."""
+        T, W, start = k.size(2), self.window, self.length
+        keys, values = self.keys[layer], self.values[layer]  # (B, nh, W, hs) each: views into the ring
+        if T == 1:  # the generation step: one slot, then every filled slot is inside the new query's window
+            keys[:, :, start % W] = k[:, :, 0]
+            values[:, :, start % W] = v[:, :, 0]
+            filled = min(start + 1, W)  # before the ring is full, positions 0..start sit in slots 0..start
+            return keys[:, :, :filled], values[:, :, :filled], None  # (B, nh, filled, hs) each
+        # Several new positions (a prompt): the cached positions that are still inside some new query's window
+        # (the last W - 1), oldest first, then the new ones; the band mask says who reads whom.
+        old = torch.arange(max(0, start - (W - 1)), start, device=k.device)  # (n_old,) absolute positions
+        all_keys = torch.cat((keys[:, :, old % W], k), dim=2)  # (B, nh, n_old+T, hs)
+        all_values = torch.cat((values[:, :, old % W], v), dim=2)  # (B, nh, n_old+T, hs)
+        mask = causal_mask(T, len(old) + T, first_query=len(old), window=W, device=k.device)  # (T, n_old+T)
+        kept = torch.arange(start, start + T, device=k.device)[-W:]  # the new positions that stay in the ring
+        keys[:, :, kept % W] = k[:, :, -W:]
+        values[:, :, kept % W] = v[:, :, -W:]
+        return all_keys, all_values, mask
+
+
+def make_cache(model, batch_size, device, dtype=torch.float32):
+    """The cache that suits the model: a rolling window for a sliding model, else one of block_size positions."""
+    kind = RollingKVCache if model.config.attn_pattern == "sliding" else KVCache
+    return kind(model.config, batch_size, device, dtype)
+
+
+def cache_bytes(cache):
+    """Memory the cache's tensors hold: constant for both kinds (block_size or W positions per layer)."""
+    return sum(t.numel() * t.element_size() for t in (cache.keys, cache.values))
 
 
 def attention_with_cache(attn, x, cache, layer, rope=None):
@@ -71,16 +139,7 @@ def attention_with_cache(attn, x, cache, layer, rope=None):
     rope: the rotary tables for those positions (None with learned positions)."""
     B, T, C = x.shape
     q, k, v = attn.qkv(x, rope)  # 3 x (B, nh, T, hs): the model's own projections, QK-norm and rotation
-    start = cache.length
-    keys, values = cache.add(layer, k, v)  # (B, nh, start+T, hs) each
-    if attn.pattern is not None:
-        # a sparse pattern (e.g. BigBird): the rows of the new positions, over every position so far
-        mask = attn.pattern[start : start + T, : start + T]  # (T, start+T)
-    elif T == 1:
-        mask = None  # the one new token may look at every position before it, and at itself
-    else:
-        # new token i sits at position start+i and may look at positions 0..start+i
-        mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)  # (T, start+T)
+    keys, values, mask = cache.add(layer, k, v, attn)  # (B, nh, S, hs) each: the positions they may read
     y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, nh, T, hs)
     y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
     return attn.c_proj(y)  # (B, T, C)
@@ -107,7 +166,8 @@ def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=No
     """Yield the next token of every row of idx (B, T), as a (B, 1) tensor, max_new_tokens times.
 
     kv_cache=False runs the reference (model.generate) one step at a time, for comparison. The model must be
-    in eval mode (no dropout): the cached path has no dropout at all.
+    in eval mode (no dropout): the cached path has no dropout at all. A sliding-window model gets a rolling
+    cache (see the top): exact at every length, so refill_every does not apply to it.
     """
     if model.training:
         raise ValueError("call model.eval() before generating")
@@ -119,8 +179,10 @@ def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=No
     block_size = model.config.block_size
     if not 1 <= refill_every <= block_size:
         raise ValueError(f"refill_every must be between 1 and block_size ({block_size}), got {refill_every}")
-    dtype = model.token_embedding.weight.dtype
-    cache = KVCache(model.config, idx.size(0), idx.device, dtype)
+    cache = make_cache(model, idx.size(0), idx.device, model.token_embedding.weight.dtype)
+    if isinstance(cache, RollingKVCache):
+        yield from stream_rolling(model, idx, max_new_tokens, cache, temperature, top_k, generator, top_p)
+        return
     logits = forward(model, idx[:, -block_size:], cache)  # (B, V): prefill with the cropped prompt
     for step in range(max_new_tokens):
         next_token = sample_next_token(logits, temperature, top_k, generator, top_p).to(idx.device)  # (B, 1)
@@ -135,6 +197,19 @@ def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=No
             # Start over from the last block_size - refill_every + 1 tokens (all of the window when exact).
             cache.length = 0
             logits = forward(model, idx[:, -(block_size - refill_every + 1) :], cache)  # (B, V)
+
+
+def stream_rolling(model, idx, max_new_tokens, cache, temperature, top_k, generator, top_p):
+    """stream() for a sliding model: the whole prompt (never cropped: the reference reads all of it), fed in
+    chunks of block_size so that a long prompt costs block_size x (W + block_size) scores at a time, then one
+    position per new token, forever."""
+    for chunk in torch.split(idx, model.config.block_size, dim=1):  # (B, <=block_size) each
+        logits = forward(model, chunk, cache)  # (B, V): the last chunk's are the prompt's last position's
+    for step in range(max_new_tokens):
+        next_token = sample_next_token(logits, temperature, top_k, generator, top_p).to(idx.device)  # (B, 1)
+        yield next_token
+        if step < max_new_tokens - 1:  # no logits needed after the last token
+            logits = forward(model, next_token, cache)  # (B, V): one new position, the ring turns by one
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None,

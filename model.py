@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from attention_patterns import pattern_mask
+from attention_patterns import causal_mask, check_pattern_settings, fixed_pattern, layer_mask
 
 
 @dataclass
@@ -32,7 +32,8 @@ class GPTConfig:
     dropout: float = 0.0  # dropout probability during training (0 turns it off)
     bias: bool = True  # biases in Linear and LayerNorm layers
     attn_impl: str = "sdpa"  # 'sdpa' (fused F.scaled_dot_product_attention) or 'explicit' (the readable reference)
-    attn_pattern: str = "causal"  # 'causal' (every earlier token) or 'bigbird' (window + global + random links)
+    attn_pattern: str = "causal"  # 'causal' (every earlier token), 'sliding' (the last attn_window) or 'bigbird'
+    attn_window: int = 0  # sliding: each query sees its last this-many tokens, itself included (0: block_size // 2)
     bigbird_window: int = 16  # bigbird: each query sees its last this-many tokens, itself included
     bigbird_global: int = 2  # bigbird: the first this-many tokens are seen by every query
     bigbird_random: int = 2  # bigbird: extra random earlier tokens per query (drawn once, seed 0)
@@ -56,10 +57,6 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attn_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
-        if self.attn_pattern not in ("causal", "bigbird"):
-            raise ValueError(f"attn_pattern must be 'causal' or 'bigbird', got {self.attn_pattern!r}")
-        if self.bigbird_window < 1 or self.bigbird_global < 0 or self.bigbird_random < 0:
-            raise ValueError("bigbird_window must be at least 1, bigbird_global and bigbird_random not negative")
         for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")), ("mlp_act", ("gelu", "relu2"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -67,6 +64,7 @@ class GPTConfig:
             raise ValueError(f"pos_emb 'rope' needs an even head size, got {self.n_embd // self.n_head}")
         if self.logit_softcap < 0:
             raise ValueError(f"logit_softcap must not be negative, got {self.logit_softcap}")
+        check_pattern_settings(self)  # attn_pattern and its fields (attention_patterns.py)
 
 
 def rotary_cos_sin(positions, head_size, base=10000.0):
@@ -102,8 +100,7 @@ def explicit_attention(q, k, v, causal, dropout_p=0.0, allowed=None):
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, Tq, Tk): how much each query likes each key
     if causal and allowed is None:
-        Tq, Tk = q.size(-2), k.size(-2)
-        allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril()  # (Tq, Tk) lower triangle
+        allowed = causal_mask(q.size(-2), k.size(-2), device=q.device)  # (Tq, Tk) lower triangle
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))  # the future gets zero weight after softmax
     weights = F.softmax(scores, dim=-1)  # (B, nh, Tq, Tk), each row sums to 1
@@ -127,10 +124,10 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads' outputs
         self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (see GPT._init_weights)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # A sparse pattern is a fixed (block_size, block_size) bool mask; None means plain causal attention.
-        pattern = None if config.attn_pattern == "causal" else pattern_mask(config.attn_pattern, config.block_size,
-                  config.bigbird_window, config.bigbird_global, config.bigbird_random)
-        self.register_buffer("pattern", pattern, persistent=False)  # moves with .to(device), not saved
+        # Which keys a query may read (attention_patterns.layer_mask): BigBird's links are a fixed (block_size,
+        # block_size) buffer; a sliding window is a band of the last `window` keys, built for any length T.
+        self.window = config.attn_window if config.attn_pattern == "sliding" else None
+        self.register_buffer("pattern", fixed_pattern(config), persistent=False)  # moves with .to(device), not saved
 
     def qkv(self, x, rope=None):
         """Every head's queries, keys and values: x (B, T, C) -> 3 x (B, nh, T, hs). engine.py calls this too,
@@ -151,7 +148,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x, rope)  # 3 x (B, nh, T, hs)
         dropout_p = self.dropout if self.training else 0.0
-        mask = self.pattern[:T, :T] if causal and self.pattern is not None else None  # (T, T) bool, or None
+        mask = layer_mask(self, T, device=x.device) if causal else None  # (T, T) bool, or None: plain causal
         if self.attn_impl == "sdpa":  # same maths as explicit_attention, in one fused kernel
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                                is_causal=causal and mask is None)  # (B, nh, T, hs)
@@ -250,10 +247,10 @@ class GPT(nn.Module):
         return logits
 
     def forward(self, idx, targets=None):
-        """idx: (B, T) integer tokens, T <= block_size. targets: (B, T), idx shifted left by one, or None.
+        """idx: (B, T) tokens, T <= block_size (any T if sliding). targets: (B, T), idx shifted left by one, or None.
         Returns logits (B, T, V) and the mean cross-entropy loss (a scalar) or None."""
         B, T = idx.shape
-        if T > self.config.block_size:
+        if T > self.config.block_size and self.config.attn_pattern != "sliding":  # a band fits any length
             raise ValueError(
                 f"sequence of length {T} is longer than block_size {self.config.block_size}: "
                 f"the model has position embeddings for only {self.config.block_size} places; crop the input"
@@ -275,11 +272,14 @@ class GPT(nn.Module):
 
         This is the reference loop: it recomputes the whole (cropped) context for every new token. It works
         for any prompt length: the model only has block_size positions, so only the last block_size tokens
-        are shown to it. Call model.eval() first so dropout is off. Returns (B, T + max_new_tokens).
-        engine.py produces the same tokens faster, with a KV cache.
+        are shown to it. A sliding-window model is never cropped: it is defined on a text of any length, so its
+        reference is the full forward over the whole sequence (each step costs more as the text grows).
+        Call model.eval() first so dropout is off. Returns (B, T + max_new_tokens).
+        engine.py produces the same tokens faster, with a KV cache (a rolling one for a sliding model).
         """
+        crop = self.config.attn_pattern != "sliding"
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]  # (B, <=block_size): crop to what the model can see
+            context = idx[:, -self.config.block_size :] if crop else idx  # (B, <=block_size): what the model sees
             logits, _ = self(context)  # (B, t, V)
             next_token = sample_next_token(logits[:, -1, :], temperature, top_k, generator, top_p)  # (B, 1)
             idx = torch.cat((idx, next_token.to(idx.device)), dim=1)  # (B, T+1)

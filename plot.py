@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from attention_patterns import layer_mask
 import checkpoint
 from cli import Parser, UserError, run
 from tokenizer import UnknownCharacters, tokenizer_from_meta
@@ -177,13 +178,13 @@ def loss_command(args):
 def attention_weights(attn, x, causal=True, rope=None):
     """softmax(q k^T / sqrt(hs)) for one CausalSelfAttention module `attn` and its input x (B, T, C), computed
     with the module's own qkv() (the same projections, QK-norm and rotary positions as its forward) and its own
-    mask (causal, or a sparse pattern). Returns (B, nh, T, T): row t says how much position t takes from each
+    mask (causal, sliding window or BigBird). Returns (B, nh, T, T): row t says how much position t takes from each
     position; with causal=True nothing goes to the future."""
     T = x.size(1)
     q, k, _ = attn.qkv(x, rope)  # 2 x (B, nh, T, hs)
     scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, T)
     if causal:
-        allowed = attn.pattern[:T, :T] if attn.pattern is not None else torch.ones(T, T, dtype=torch.bool).tril()
+        allowed = layer_mask(attn, T, device=x.device, explicit=True)  # (T, T): causal, sliding or BigBird
         scores = scores.masked_fill(~allowed.to(x.device), float("-inf"))  # (B, nh, T, T)
     return F.softmax(scores, dim=-1)  # (B, nh, T, T)
 

@@ -43,7 +43,7 @@ class SampleConfig:
     seed: int = 1337  # the same seed gives the same samples
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
     unknown: str = "error"  # prompt characters missing from the vocabulary: error, or skip them
-    kv_cache: bool = True  # 1: fast generation with the KV cache (engine.py); 0: recompute everything (same text)
+    kv_cache: bool = True  # 1: fast generation with the KV cache (engine.py; a rolling one if sliding); 0: recompute (same text)
     refill_every: int = 1  # with the cache, re-fill a full window every N tokens: 1 is exact, more is faster
     interactive: bool = False  # read prompts from stdin, one per line, until end of input (Ctrl-D) or Ctrl-C
 
@@ -117,6 +117,8 @@ def main(argv=None):
 
     if cfg.refill_every > model.config.block_size:
         raise UserError(f"refill_every must be at most the model's block_size ({model.config.block_size})")
+    if cfg.refill_every > 1 and model.config.attn_pattern == "sliding":
+        raise UserError("refill_every does not apply to a sliding-window model: its rolling cache never re-fills")
 
     generator = torch.Generator().manual_seed(cfg.seed)
     if cfg.interactive:

@@ -5,8 +5,10 @@ Lesson: sparse attention (BigBird) -- change which tokens may talk, and the cost
     python -m lessons.sparse_attention --iters 0        # only the table and the figure
 
 The GPT itself changes in one place: CausalSelfAttention passes a boolean mask to attention instead of the
-lower triangle (GPTConfig.attn_pattern = "bigbird"; the mask is built in attention_patterns.py). This lesson
-  1. counts the query-key pairs each pattern computes as T grows (full: T(T+1)/2, BigBird: ~T(w+g+r)),
+lower triangle (GPTConfig.attn_pattern = "bigbird", or "sliding" for the window alone; the masks are built in
+attention_patterns.py). This lesson
+  1. counts the query-key pairs each pattern computes as T grows (full: T(T+1)/2, sliding window: ~T*w,
+     BigBird: ~T(w+g+r)),
   2. draws both masks into docs/figures/bigbird_mask.png,
   3. trains the same small GPT on Tiny Shakespeare with each pattern for the same number of steps (via
      train.py) and prints the validation losses.
@@ -19,18 +21,18 @@ from pathlib import Path
 import torch
 
 import train
-from attention_patterns import bigbird_mask, causal_mask, count_pairs
+from attention_patterns import bigbird_mask, causal_mask, count_pairs, sliding_mask
 from cli import Parser, run
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "bigbird_mask.png"
 
 
 def pairs_table(lengths, window, n_global, n_random):
-    """Rows of (T, full pairs, bigbird pairs, ratio) for the markdown table."""
+    """Rows of (T, full pairs, sliding-window pairs, bigbird pairs, bigbird / full) for the markdown table."""
     rows = []
     for T in lengths:
         full, sparse = count_pairs(causal_mask(T)), count_pairs(bigbird_mask(T, window, n_global, n_random))
-        rows.append((T, full, sparse, sparse / full))
+        rows.append((T, full, count_pairs(sliding_mask(T, window)), sparse, sparse / full))
     return rows
 
 
@@ -80,10 +82,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and kinder to a shared machine
 
-    print(f"query-key pairs, full causal vs BigBird (window {args.window}, {args.n_global} global, {args.n_random} random):")
-    print("| T | full causal | BigBird | BigBird / full |\n|---|---|---|---|")
-    for T, full, sparse, ratio in pairs_table([64, 256, 1024, 4096], args.window, args.n_global, args.n_random):
-        print(f"| {T} | {full:,} | {sparse:,} | {ratio:.3f} |")
+    print(f"query-key pairs, full causal vs a sliding window of {args.window} vs BigBird (that window, "
+          f"{args.n_global} global, {args.n_random} random):")
+    print("| T | full causal | sliding window | BigBird | BigBird / full |\n|---|---|---|---|---|")
+    for T, full, window, sparse, ratio in pairs_table([64, 256, 1024, 4096], args.window, args.n_global, args.n_random):
+        print(f"| {T} | {full:,} | {window:,} | {sparse:,} | {ratio:.3f} |")
     draw_masks(Path(args.figure), 64, args.window, args.n_global, args.n_random)
     print(f"figure: {args.figure}")
 

@@ -1,10 +1,11 @@
-"""Sparse attention: the BigBird mask has the structure it claims, stays causal, costs linear pairs, and
-degenerates to full causal attention when its window covers the whole sequence."""
+"""Sparse attention: the BigBird and sliding-window masks have the structure they claim, stay causal, cost
+linear pairs, and degenerate to full causal attention when the window covers the whole sequence; a sliding
+model's output at t depends on exactly the last L * (W - 1) + 1 inputs."""
 
 import pytest
 import torch
 
-from attention_patterns import bigbird_mask, causal_mask, count_pairs
+from attention_patterns import bigbird_mask, causal_mask, count_pairs, receptive_field, sliding_mask
 from lessons.sparse_attention import pairs_table
 from model import GPT, GPTConfig
 
@@ -34,9 +35,21 @@ def test_bigbird_pairs_grow_linearly_while_full_grows_quadratically():
 def test_lesson_table_shows_linear_versus_quadratic_growth():
     rows = pairs_table([128, 512, 2048], window=16, n_global=2, n_random=2)
     full_growth = [b[1] / a[1] for a, b in zip(rows, rows[1:])]
-    sparse_growth = [b[2] / a[2] for a, b in zip(rows, rows[1:])]
+    window_growth = [b[2] / a[2] for a, b in zip(rows, rows[1:])]
+    sparse_growth = [b[3] / a[3] for a, b in zip(rows, rows[1:])]
     assert all(15 < g < 17 for g in full_growth)  # x4 in T -> about x16 pairs
-    assert all(3.9 < g < 4.4 for g in sparse_growth)  # x4 in T -> about x4 pairs (a little more: short first rows)
+    assert all(3.9 < g < 4.4 for g in window_growth + sparse_growth)  # x4 in T -> about x4 (short first rows)
+    assert all(row[2] == 16 * row[0] - 16 * 15 // 2 for row in rows)  # w per query, fewer in the first w - 1 rows
+
+
+@pytest.mark.parametrize("T,window", [(20, 1), (20, 5), (12, 12), (9, 30)])
+def test_sliding_mask_is_a_causal_band(T, window):
+    mask = sliding_mask(T, window)
+    for t in range(T):
+        assert mask[t].nonzero().flatten().tolist() == list(range(max(0, t - window + 1), t + 1))
+    # a KV cache's rows: queries start..start+n-1 over keys 0..start+n-1 are the square mask's bottom rows
+    assert torch.equal(causal_mask(4, T, first_query=T - 4, window=window), mask[-4:])
+    assert torch.equal(causal_mask(4, T, first_query=T - 4), causal_mask(T)[-4:])
 
 
 def test_bigbird_mask_is_reproducible_and_seeded():
@@ -74,6 +87,39 @@ def test_bigbird_model_cannot_see_outside_its_pattern():
     with torch.no_grad():
         assert torch.allclose(model(idx)[0][0, t], model(changed)[0][0, t], atol=1e-6)
         assert not torch.allclose(model(idx)[0][0, t], model(changed_visible)[0][0, t], atol=1e-6)
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "explicit"])
+def test_sliding_with_a_window_as_long_as_the_text_equals_causal_attention(attn_impl):
+    """With W >= T nothing is ever outside the window: the same weights give the full causal RoPE model."""
+    torch.manual_seed(0)
+    causal = GPT(GPTConfig(**SMALL, attn_impl=attn_impl, pos_emb="rope")).eval()
+    sliding = GPT(GPTConfig(**SMALL, attn_impl=attn_impl, pos_emb="rope", attn_pattern="sliding", attn_window=32)).eval()
+    sliding.load_state_dict(causal.state_dict())  # no new weights: a mask is all that differs
+    idx = torch.randint(0, 11, (3, 32), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(causal(idx)[0], sliding(idx)[0], atol=1e-5, rtol=0)
+        short = GPT(GPTConfig(**SMALL, pos_emb="rope", attn_pattern="sliding", attn_window=20)).eval()
+        short.load_state_dict(causal.state_dict())  # W = 20 >= T = 20
+        torch.testing.assert_close(causal(idx[:, :20])[0], short(idx[:, :20])[0], atol=1e-5, rtol=0)
+        assert not torch.allclose(causal(idx)[0], short(idx)[0], atol=1e-4)  # but T = 32 > W = 20 differs
+
+
+@pytest.mark.parametrize("n_layer,window", [(1, 4), (3, 4), (2, 7)])
+def test_sliding_model_output_depends_on_exactly_its_receptive_field(n_layer, window):
+    """Each layer reaches W - 1 positions further back: the last position's logits change when the token
+    L * (W - 1) positions back changes, and not when any token before that one does. The text is longer than
+    block_size: a sliding model reads it whole."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**SMALL, "n_layer": n_layer}, pos_emb="rope", attn_pattern="sliding", attn_window=window)).eval()
+    idx = torch.randint(0, 11, (1, 48), generator=torch.Generator().manual_seed(4))  # 48 > block_size 32
+    reach = receptive_field(n_layer, window)  # positions 48 - reach .. 47 can matter to position 47
+    with torch.no_grad():
+        base = model(idx)[0][0, -1]
+        for position, matters in ((48 - reach, True), (48 - reach - 1, False), (0, False)):
+            changed = idx.clone()
+            changed[0, position] = (changed[0, position] + 1) % 11
+            assert torch.allclose(model(changed)[0][0, -1], base, atol=1e-6) != matters, position
 
 
 def test_bad_attn_pattern_is_rejected():

@@ -7,6 +7,7 @@ import torch
 import checkpoint
 import engine
 import sample
+from cli import run
 from conftest import run_script
 from model import sample_next_token
 
@@ -37,10 +38,12 @@ def test_cached_generation_gives_the_reference_tokens(trained_model, prompt_leng
 @pytest.mark.parametrize("options", [
     dict(attn_pattern="bigbird", bigbird_window=4, bigbird_global=1, bigbird_random=1),
     dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp_act="relu2", tie_head=False, logit_softcap=5.0),
+    dict(pos_emb="rope", attn_pattern="sliding", attn_window=4, norm="rmsnorm", mlp_act="relu2", logit_softcap=5.0),
 ])
 def test_cached_generation_follows_every_model_option(options):
     """The cache must compute what the full forward pass computes, whatever the options: sparse mask rows,
-    rotary positions, QK-norm, RMSNorm, ReLU², soft-capped logits, an untied head."""
+    rotary positions, QK-norm, RMSNorm, ReLU², soft-capped logits, an untied head, a sliding window (whose
+    60 new tokens run past block_size on the rolling cache)."""
     from model import GPT, GPTConfig
 
     torch.manual_seed(0)
@@ -83,6 +86,97 @@ def test_refill_every_n_agrees_until_the_window_is_full(trained_model):
     fast = engine.generate(trained_model, idx, 3 * block_size, temperature=0, refill_every=8)
     first = block_size + 1  # the 5 prompt tokens and new tokens up to the one computed from a full window
     assert torch.equal(fast[:, :first], exact[:, :first])
+
+
+# -- sliding-window models: a rolling cache of W positions per layer, exact at any length
+
+
+def sliding_model(block_size=16, window=5, n_layer=3, sharpen=20.0):
+    """A small sliding-window model with rotary positions, attention sharpened: at initialisation it is nearly
+    uniform, and a uniform average hides a key in the wrong slot or rotated for the wrong position."""
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=block_size, vocab_size=11, n_layer=n_layer, n_head=2, n_embd=16, pos_emb="rope",
+                       attn_pattern="sliding", attn_window=window)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.c_attn.weight.mul_(sharpen)
+    return model
+
+
+@pytest.mark.parametrize("blocks", [4, 20])  # new tokens: 4x and 20x block_size, so the ring turns many times
+@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=1.0)], ids=["greedy", "sampled"])
+def test_rolling_cache_gives_the_full_forward_over_the_whole_text(blocks, settings):
+    """The reference for a sliding model is its own definition: GPT.forward over the whole uncropped text.
+    The rolling cache must give its tokens and, at every position, its logits."""
+    model = sliding_model()
+    idx = prompts(model, 2)  # (3, 2): shorter than the window, so the ring fills one token at a time first
+    new = blocks * model.config.block_size
+    with torch.no_grad():
+        reference = model.generate(idx, new, generator=torch.Generator().manual_seed(3), **settings)  # never cropped
+        cached = engine.generate(model, idx, new, generator=torch.Generator().manual_seed(3), **settings)
+        assert torch.equal(cached, reference)
+        full_logits, _ = model(reference)  # (3, 2 + new, V): one forward over the whole text, far past block_size
+        cache = engine.make_cache(model, 3, "cpu")
+        assert isinstance(cache, engine.RollingKVCache)
+        logits = [engine.forward(model, reference[:, :2], cache)]  # prefill, then one token at a time
+        logits += [engine.forward(model, reference[:, t : t + 1], cache) for t in range(2, reference.size(1))]
+    torch.testing.assert_close(torch.stack(logits, dim=1), full_logits[:, 1:], atol=1e-5, rtol=0)
+
+
+def test_rolling_cache_takes_a_long_prompt_in_chunks():
+    """A prompt several block_sizes long goes through the ring in chunks: the last position's logits are still
+    the full forward's, and so is every token generated after it."""
+    model = sliding_model()
+    idx = prompts(model, 3 * model.config.block_size + 5)  # (3, 53)
+    with torch.no_grad():
+        reference = model.generate(idx, 40, temperature=0)
+        assert torch.equal(engine.generate(model, idx, 40, temperature=0), reference)
+
+
+def test_rolling_cache_memory_does_not_grow():
+    """W slots per layer, allocated once: after thousands of tokens the cache holds the same tensors."""
+    model = sliding_model()
+    cache = engine.make_cache(model, 3, "cpu")
+    expected = 2 * 3 * 3 * 2 * 5 * 8 * 4  # keys and values x n_layer x B x nh x W x hs x 4 bytes
+    pointers = (cache.keys.data_ptr(), cache.values.data_ptr())
+    token = torch.zeros(3, 1, dtype=torch.long)
+    with torch.no_grad():
+        for step in range(40 * model.config.block_size):
+            engine.forward(model, token, cache)
+            if step in (0, 10, 100, 639):
+                assert engine.cache_bytes(cache) == expected  # the same size ...
+                assert (cache.keys.data_ptr(), cache.values.data_ptr()) == pointers  # ... and the same memory
+    assert cache.length == 40 * model.config.block_size  # the absolute position (RoPE's angle) keeps counting
+
+
+@pytest.fixture(scope="module")
+def sliding_run(slice_dir, tmp_path_factory):
+    """A tiny sliding-window model (block 32, window 8), trained for a few steps."""
+    from conftest import TINY, train_main
+
+    out_dir = tmp_path_factory.mktemp("sliding")
+    train_main("--data_dir", slice_dir, "--out_dir", out_dir, "--max_iters", 10, "--eval_interval", 10, "--overwrite",
+               *TINY, "--pos_emb", "rope", "--attn_pattern", "sliding", "--attn_window", 8)
+    return out_dir
+
+
+def test_sample_cli_uses_the_rolling_cache_for_a_sliding_model(sliding_run, capsys):
+    """sample.py picks the rolling cache by itself; --kv_cache 0 runs the uncropped reference: the same text,
+    here 150 characters, almost 5 windows of block_size past the prompt."""
+    args = ["--out_dir", sliding_run, "--start", "ROMEO:", "--max_new_tokens", 150, "--num_samples", 2]
+    cached, reference = sample_stdout(capsys, *args), sample_stdout(capsys, *args, "--kv_cache", 0)
+    assert cached == reference and cached.count("ROMEO:") == 2 and len(cached) > 2 * 150
+
+
+def test_sample_cli_refuses_refill_every_for_a_sliding_model(sliding_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(sample.main, ["--out_dir", str(sliding_run), "--refill_every", "4"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: refill_every does not apply to a sliding-window model")
 
 
 def drawn_tokens(probs, **settings):

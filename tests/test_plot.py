@@ -109,7 +109,8 @@ def test_attention_weights_are_the_ones_the_model_uses(trained_run):
 
 
 @pytest.mark.parametrize("options", [dict(pos_emb="rope", qk_norm=True, norm="rmsnorm"),
-                                     dict(attn_pattern="bigbird", bigbird_window=3, bigbird_global=1, bigbird_random=1)])
+                                     dict(attn_pattern="bigbird", bigbird_window=3, bigbird_global=1, bigbird_random=1),
+                                     dict(pos_emb="rope", attn_pattern="sliding", attn_window=3)])
 def test_attention_maps_follow_rotary_qk_norm_and_sparse_models(options, tmp_path):
     """The recomputed weights must include whatever the model's attention does: QK-norm, rotations, sparse masks."""
     from model import GPT, GPTConfig
