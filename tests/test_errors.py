@@ -71,7 +71,7 @@ def test_train_dataset_shorter_than_block(tmp_path, capsys):
     (["--n_layer=abc"], "--n_layer: invalid int value: 'abc'"),
     (["--bias", "maybe"], "--bias"),
     (["--device", "tpu"], "device must be"),
-    (["--attn_pattern", "sliding"], "attn_pattern 'sliding' needs pos_emb 'rope'"),
+    (["--attn_pattern", "sliding", "--pos_emb", "learned"], "attn_pattern 'sliding' needs pos_emb 'rope'"),
     (["--attn_pattern", "sliding", "--pos_emb", "rope", "--attn_window", -1], "attn_window must be between 1 and block_size"),
     (["--attn_pattern", "sliding", "--pos_emb", "rope", "--block_size", 32, "--attn_window", 33], "between 1 and block_size (32), got 33"),
 ])
