@@ -1,4 +1,4 @@
-# make demo  -- install, prepare Tiny Shakespeare, train the cpu preset, print samples
+# make demo  -- install, prepare Tiny Shakespeare, train the cpu preset into out/ (replacing a run there), print samples
 # make test  -- install, run the test suite (it fetches Tiny Shakespeare first if it can, see tests/conftest.py)
 #
 # Everything runs in .venv, made with --system-site-packages so an already-installed torch (2.5 or newer) is
@@ -30,11 +30,11 @@ $(VENV)/.installed: requirements.txt
 
 demo: install
 	$(PY) prepare.py
-	$(PY) train.py --preset cpu --out_dir out-demo --overwrite
-	$(PY) sample.py --out_dir out-demo --num_samples 2 --max_new_tokens 300
+	$(PY) train.py --preset cpu --out_dir out --overwrite
+	$(PY) sample.py --out_dir out --num_samples 2 --max_new_tokens 300
 
 test: install
 	$(PY) -m pytest
 
-clean:
-	rm -rf $(VENV) out-demo .pytest_cache
+clean:  # the venv only: training runs (out*/) and data/ are kept
+	rm -rf $(VENV) .pytest_cache
