@@ -40,7 +40,7 @@ def environment_problem(python=sys.version_info, torch_version=None):
     if version_tuple(torch_version) < MIN_TORCH:
         wanted = ".".join(map(str, MIN_TORCH))
         return (f"babygpt needs torch {wanted} or newer, and this Python ({sys.executable}) has torch {torch_version}; "
-                f"upgrade it with: {Path(sys.executable).name} -m pip install --upgrade 'torch>={wanted}'")
+                f"upgrade it with: {sys.executable} -m pip install --upgrade 'torch>={wanted}'")
     return None
 
 
