@@ -187,9 +187,7 @@ def gather_rng_state(state, world_size):
     if world_size == 1:
         return state
     gathered = [None] * world_size
-    with warnings.catch_warnings():  # torch's own weights_only FutureWarning about its internal unpickling: not
-        warnings.simplefilter("ignore", FutureWarning)  # ours to act on, and it would sit next to our safety promises
-        dist.all_gather_object(gathered, state)
+    dist.all_gather_object(gathered, state)
     return {key: [s for rank_state in gathered for s in rank_state[key]] for key in state}
 
 
