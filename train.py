@@ -100,7 +100,8 @@ DEFAULTS.update({f.name: f.default for f in dataclasses.fields(TrainConfig)})
 
 
 def resolve_settings(argv):
-    """The command line, as (model settings dict, TrainConfig, the resumed checkpoint or None)."""
+    """The command line, as (model settings dict, TrainConfig, the resumed checkpoint or None). --help shows as
+    defaults the values of the preset that would run: cpu, or the one --preset names."""
     parser, shown = preset_parser("train.py", "Train a character-level GPT.", DEFAULT_PRESET, DEFAULTS, argv)
     add_dataclass_flags(parser, GPTConfig, "model (GPTConfig)", skip=("vocab_size",), shown=shown)
     add_dataclass_flags(parser, TrainConfig, "training (TrainConfig)", shown=shown)
