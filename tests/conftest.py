@@ -43,9 +43,10 @@ def shakespeare_text():
             return path.read_text(encoding="utf-8")
     try:
         download_shakespeare(SHAKESPEARE_CANDIDATES[0])
+        return SHAKESPEARE_CANDIDATES[0].read_text(encoding="utf-8")
     except UserError as e:
-        skip_for_missing_data(f"needs Tiny Shakespeare: {e}")
-    return SHAKESPEARE_CANDIDATES[0].read_text(encoding="utf-8")
+        reason = f"needs Tiny Shakespeare: {e}"
+    skip_for_missing_data(reason)
 
 
 @pytest.fixture(scope="session")
