@@ -34,8 +34,8 @@ def gpt2(monkeypatch):
     try:
         return GPT2Tokenizer()
     except TokenizerUnavailable as e:
-        skip_for_missing_data(f"GPT-2's rank file is not cached and cannot be downloaded ({e}); set "
-                              f"TIKTOKEN_CACHE_DIR to a folder that holds it")
+        reason = f"GPT-2's rank file is not cached and cannot be downloaded ({e})"
+    skip_for_missing_data(reason)
 
 
 @pytest.fixture(scope="session")
