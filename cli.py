@@ -123,11 +123,10 @@ def preset_named_in(argv):
     """The NAME of `--preset NAME` (or --preset=NAME) in argv, read before parsing so that --help can show that
     preset's values; None if absent or unknown."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    for i, arg in enumerate(argv):
-        name = arg.split("=", 1)[1] if arg.startswith("--preset=") else argv[i + 1] if arg == "--preset" and i + 1 < len(argv) else None
-        if name in known_presets():
-            return name
-    return None
+    names = [following for arg, following in zip(argv, argv[1:]) if arg == "--preset"]
+    names += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--preset=")]
+    known = [name for name in names if name in known_presets()]
+    return known[-1] if known else None
 
 
 def field_comments(cls):
@@ -151,7 +150,8 @@ def add_dataclass_flags(parser, cls, title, skip=(), shown=None):
             continue
         kind = type(f.default)
         value = (shown or {}).get(f.name, f.default)
-        value = repr(value) if isinstance(value, str) and value != value.strip() else value  # e.g. '\n', not a line break
+        if isinstance(value, str) and value != value.strip():
+            value = repr(value)  # e.g. '\n', not a line break
         help_text = comments.get(f.name, "") + ("" if value == "" else f" (default: {value})")
         if kind is bool:  # --flag, --flag 1, --flag=false
             group.add_argument(f"--{f.name}", type=parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,

@@ -80,7 +80,7 @@ def pytest_unconfigure(config):
     """The very last line, when tests were skipped for want of Tiny Shakespeare: a short, green-looking run must
     not be read as a full pass."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    skipped = [r for r in reporter.stats.get("skipped", []) if "needs Tiny Shakespeare" in str(r.longrepr)] if reporter else []
+    skipped = [r for r in (reporter.stats.get("skipped", []) if reporter else []) if "needs Tiny Shakespeare" in str(r.longrepr)]
     if skipped:
         reporter.write_line(f"{len(skipped)} tests were skipped: Tiny Shakespeare is missing and could not be downloaded; "
                             f"copy its input.txt to {SHAKESPEARE_CANDIDATES[0]} (or connect to the internet) and run "
