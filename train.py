@@ -91,8 +91,8 @@ class TrainConfig:
 
 MODEL_FLAGS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]  # vocab_size: from the data
 TRAIN_FLAGS = [f.name for f in dataclasses.fields(TrainConfig)]
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name in MODEL_FLAGS}
-DEFAULTS.update({f.name: f.default for f in dataclasses.fields(TrainConfig)})
+MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name in MODEL_FLAGS}
+DEFAULTS = {**MODEL_DEFAULTS, **{f.name: f.default for f in dataclasses.fields(TrainConfig)}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -111,8 +111,8 @@ def resolve_settings(argv):
         resumed = checkpoint.load_for_resume(flags.get("out_dir", DEFAULTS["out_dir"]), flags, MODEL_FLAGS)
         # DEFAULTS first: a checkpoint from before a setting existed resumes with that setting's default
         saved = {**DEFAULTS, **resumed["model_config"], **resumed["train_config"]}
-        if preset:  # the first command again, with --resume added: fine if the preset agrees with the saved run
-            check_preset_agrees(preset, load_preset(preset, DEFAULTS), saved, flags)
+        if preset:  # the first command again, with --resume added: fine if the preset (and its model) agrees
+            check_preset_agrees(preset, {**MODEL_DEFAULTS, **load_preset(preset, DEFAULTS)}, saved, flags)
         values = {**saved, **flags, "resume": True}
     else:
         values = {**DEFAULTS, **load_preset(preset or DEFAULT_PRESET, DEFAULTS), **flags}
