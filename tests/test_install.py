@@ -41,12 +41,16 @@ def test_an_old_python_or_torch_is_refused_with_what_to_do_and_a_supported_one_p
         assert environment_problem(python=(3, 10, 13), torch_version=supported) is None
 
 
-def old_torch_on_path(tmp_path, version="2.2.2"):
+def old_torch_on_path(tmp_path, version="2.2.2", importable=False):
     """An environment whose installed torch says it is `version`: only its package metadata, first on the path
-    (installing a real torch 2.2 would take gigabytes; the check reads nothing but this metadata)."""
+    (installing a real torch 2.2 would take gigabytes; the check reads nothing but this metadata). importable:
+    also an empty `torch` package, for make's "is there a torch at all?" test (whatever Python runs it)."""
     info = tmp_path / "old-torch" / f"torch-{version}.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+    if importable:
+        (info.parent / "torch").mkdir()
+        (info.parent / "torch" / "__init__.py").write_text(f"__version__ = {version!r}\n")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(info.parent), str(ROOT)])}
 
 
@@ -65,7 +69,8 @@ def test_make_stops_in_one_line_before_installing_anything_when_the_reused_torch
     for name in ("Makefile", "cli.py", "requirements.txt"):
         shutil.copy(ROOT / name, tmp_path / name)
     result = subprocess.run(["make", "install", f"PYTHON={sys.executable}"], cwd=tmp_path,
-                            env=old_torch_on_path(tmp_path), capture_output=True, text=True, timeout=300)
+                            env=old_torch_on_path(tmp_path, importable=True), capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode != 0 and not (tmp_path / ".venv" / ".installed").exists()
     ours = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
     assert len(ours) == 1 and ours[0].startswith("error: babygpt needs torch 2.5 or newer"), result.stderr
