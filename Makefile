@@ -1,11 +1,18 @@
-# make demo  -- install, prepare Tiny Shakespeare, train the cpu preset, print samples
-# make test  -- install, run the test suite
+# make demo  -- install, prepare Tiny Shakespeare, train the cpu preset into out/ (replacing a run there), print samples
+# make test  -- install, run the test suite (it fetches Tiny Shakespeare first if it can, see tests/conftest.py)
 #
-# Everything runs in .venv, made with --system-site-packages so an already-installed torch is reused.
-# Without one, TORCH is installed (override for another build: make demo TORCH="torch==2.5.1").
+# Everything runs in .venv, made with --system-site-packages so an already-installed torch (2.5 or newer) is
+# reused; an older one stops make with one line saying how to upgrade it. Without any, TORCH is installed.
+# Variables (make demo NAME=value):
+#   PYTHON    the Python that makes .venv: 3.10 or newer (default python3)
+#   TORCH     what to install when there is no torch (default torch==2.13.0; e.g. TORCH=torch==2.5.1)
+#   PIP_ARGS  extra arguments for every pip install. On Linux, PyPI's torch is the CUDA build (a 4.9 GB venv);
+#             the CPU-only build (1.1 GB): PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu
+#             --extra-index-url https://pypi.org/simple"
 
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+PIP_ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -14,18 +21,20 @@ PY := $(VENV)/bin/python
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:3]; sys.exit(0 if v >= (3, 10) else "error: babygpt needs Python 3.10 or newer, and $(PYTHON) is %d.%d.%d; run make with PYTHON=python3.12 (or another 3.10+)" % v)'
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -r requirements.txt
+	@$(PY) -c "import torch" 2>/dev/null || { echo "no torch found: installing $(TORCH) into $(VENV) $(if $(PIP_ARGS),,(on Linux the CUDA build; see PIP_ARGS in the Makefile for the CPU one))"; $(PY) -m pip install -q $(PIP_ARGS) $(TORCH); }
+	@$(PY) -c "import versions"  # one line, and a stop, if the torch reused from the system is older than 2.5
+	$(PY) -m pip install -q $(PIP_ARGS) -r requirements.txt
 	touch $@
 
 demo: install
 	$(PY) prepare.py
-	$(PY) train.py --preset cpu --out_dir out-demo --overwrite
-	$(PY) sample.py --out_dir out-demo --num_samples 2 --max_new_tokens 300
+	$(PY) train.py --preset cpu --out_dir out --overwrite
+	$(PY) sample.py --out_dir out --num_samples 2 --max_new_tokens 300
 
 test: install
 	$(PY) -m pytest
 
-clean:
-	rm -rf $(VENV) out-demo .pytest_cache
+clean:  # the venv only: training runs (out*/) and data/ are kept
+	rm -rf $(VENV) .pytest_cache

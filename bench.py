@@ -11,11 +11,9 @@ Results with their commands and machines are kept in docs/experiments.md.
 
 import json
 import math
-import resource
 import statistics
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ from torch.nn import functional as F
 import engine
 import runtime
 import train
-from cli import PRESET_DIR, Parser, UserError, build, load_preset, run
+from cli import PRESET_DIR, Parser, UserError, build, load_preset, run, tomllib
 from model import GPT, GPTConfig
 from tokenizer import read_meta
 
@@ -106,8 +104,11 @@ class PresetRun:
 
 
 def sync():
+    """Wait for the GPU (CUDA or Apple's MPS) to finish: its work is queued, so a timer alone would miss it."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    elif torch.backends.mps.is_available():
+        torch.mps.synchronize()
 
 
 def flops_per_token(config):
@@ -135,7 +136,12 @@ def matmul_flops(device, seconds=0.5):
 def peak_memory_mb(device):
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB (the whole process)
+    try:
+        import resource  # Unix only: Windows has no peak-RSS call in the standard library
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # of the whole process
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, Linux KiB
 
 
 class EagerReference:

@@ -20,9 +20,11 @@ What train.py writes into --out_dir:
     ckpt.pt        the checkpoint with the best validation loss (what sample.py reads)
     last.pt        the latest checkpoint (what --resume reads): written at each evaluation, every
                    save_interval steps, and when the run is stopped by Ctrl-C or SIGTERM
-    metrics.jsonl  one JSON object per logged step: iter, tokens, train_loss, lr, ms_per_iter, tokens_per_s;
-                   evaluation lines have train_loss and val_loss averaged over eval_iters batches, and val_bpc
-                   (validation bits per character: comparable across tokenizers)
+    metrics.jsonl  one JSON object per line. Every log_interval steps: iter, tokens, train_loss (that step's
+                   batch: noisy), lr, ms_per_iter, tokens_per_s. At every evaluation, its own line: iter, tokens,
+                   eval_train_loss and val_loss (each averaged over eval_iters batches), val_bpc (validation
+                   bits per character: comparable across tokenizers), lr. Older runs wrote eval_train_loss as
+                   train_loss on evaluation lines; plot.py reads both.
     loss.png       the loss curves so far, redrawn at each evaluation (python plot.py loss OUT_DIR does the same)
 """
 
@@ -148,8 +150,11 @@ def validate_contents(checkpoint, path):
 
 
 def resolve(out_dir, ckpt=None):
-    """The file sample.py and friends should read: --ckpt if given, else OUT_DIR/ckpt.pt (the best one)."""
-    return Path(ckpt) if ckpt else Path(out_dir) / "ckpt.pt"
+    """The file sample.py and plot.py read. --ckpt means the same in both: a checkpoint file, or a run's folder
+    (then its ckpt.pt, the best one); without --ckpt, OUT_DIR/ckpt.pt."""
+    if ckpt and not Path(ckpt).is_dir():
+        return Path(ckpt)
+    return Path(ckpt or out_dir) / "ckpt.pt"
 
 
 def load_model(checkpoint, device="cpu", source="the checkpoint"):

@@ -8,14 +8,25 @@ run(). Unexpected errors (bugs) still show their traceback, because then we want
 
 import argparse
 import dataclasses
+import difflib
 import inspect
 import math
 import re
 import sys
-import tomllib
 from pathlib import Path
 
+import versions  # noqa: F401 -- first: an unsupported Python or torch is refused in one line
+
 PRESET_DIR = Path(__file__).resolve().parent / "config"
+
+
+try:
+    import tomllib  # Python 3.11+
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (requirements.txt installs it there)
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
 
 
 class UserError(Exception):
@@ -40,16 +51,54 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a bad command line gives one line, not the usage block."""
 
     def error(self, message):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"error: {config_file_hint(message) or message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
+def config_file_hint(message):
+    """nanoGPT's habit, `python train.py config/train_shakespeare_char.py`: say how babygpt spells it."""
+    match = re.match(r"unrecognized arguments: (\S+\.(?:py|toml))\b", message)
+    if not match:
+        return None
+    stem, presets = Path(match.group(1)).stem, known_presets()
+    guess = stem if stem in presets else (difflib.get_close_matches(stem, presets, n=1, cutoff=0.5) or ["cpu"])[0]
+    return (f"babygpt uses --preset NAME (config/NAME.toml, one of {', '.join(presets)}), not a config file path; "
+            f"did you mean --preset {guess}?")
+
+
+BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def parse_bool(text):
-    value = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
     try:
-        return value[str(text).lower()]
+        return BOOL_WORDS[str(text).lower()]
     except KeyError:
         raise argparse.ArgumentTypeError(f"expected true/false (or 1/0), got {text!r}") from None
+
+
+def known_presets():
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def preset_parser(prog, description, default_preset, defaults, argv):
+    """A Parser with a --preset NAME flag, and the values its --help should show as the defaults: those of the
+    preset named in argv, else of default_preset (what the run would use)."""
+    shown = preset_named_in(argv) or default_preset
+    parser = Parser(prog=prog, description=f"{description} Settings: the defaults < --preset < flags. The defaults "
+                                           f"shown are --preset {shown}'s (--preset NAME --help shows another's).")
+    parser.add_argument("--preset", metavar="NAME", help=f"read config/NAME.toml before the flags: one of "
+                                                         f"{', '.join(known_presets())} (default: {default_preset})")
+    return parser, {**defaults, **load_preset(shown, defaults)}
+
+
+def preset_named_in(argv):
+    """The NAME of `--preset NAME` (or --preset=NAME) in argv, read before parsing so that --help can show that
+    preset's values; None if absent or unknown."""
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    names = [following for arg, following in zip(argv, argv[1:]) if arg == "--preset"]
+    names += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--preset=")]
+    known = [name for name in names if name in known_presets()]
+    return known[-1] if known else None
 
 
 def field_comments(cls):
@@ -62,16 +111,20 @@ def field_comments(cls):
     return comments
 
 
-def add_dataclass_flags(parser, cls, title, skip=()):
+def add_dataclass_flags(parser, cls, title, skip=(), shown=None):
     """One --flag per field of dataclass `cls`, typed by its default. Defaults are SUPPRESSed so that the
-    parsed namespace holds only the flags the user actually typed (presets and resume depend on that)."""
+    parsed namespace holds only the flags the user actually typed (presets and resume depend on that).
+    `shown`: the values --help should call the defaults (a preset's), if not the dataclass's own."""
     group = parser.add_argument_group(title)
     comments = field_comments(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         kind = type(f.default)
-        help_text = f"{comments.get(f.name, '')} (default: {f.default})"
+        value = (shown or {}).get(f.name, f.default)
+        if isinstance(value, str) and value != value.strip():
+            value = repr(value)  # e.g. '\n', not a line break
+        help_text = comments.get(f.name, "") + ("" if value == "" else f" (default: {value})")
         if kind is bool:  # --flag, --flag 1, --flag=false
             group.add_argument(f"--{f.name}", type=parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
                                metavar="BOOL", help=help_text)
@@ -84,8 +137,9 @@ def load_preset(name, allowed_fields):
     """Read config/NAME.toml: a flat table of field = value. Unknown keys and wrong types are errors."""
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
-        raise UserError(f"unknown preset {name!r}; known presets: {known}")
+        raise UserError(f"unknown preset {name!r}; known presets: {', '.join(known_presets())}")
+    if tomllib is None:
+        raise UserError("reading a preset on Python 3.10 needs the tomli package: pip install tomli")
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -99,6 +153,16 @@ def load_preset(name, allowed_fields):
         elif type(value) is not expected:
             raise UserError(f"{path}: {key} should be {expected.__name__}, got {value!r}")
     return values
+
+
+def check_preset_agrees(preset, preset_values, saved, flags):
+    """`python train.py --preset cpu ... --resume` (the first command again, with --resume): fine when the preset
+    says what the saved run was trained with; otherwise name the first setting that differs. Flags may still
+    change a setting on resume, so a setting given as a flag is not compared."""
+    for name, value in preset_values.items():
+        if name not in flags and saved.get(name) != value:
+            raise UserError(f"--preset {preset} sets {name} = {value}, but the run being resumed was trained with "
+                            f"{name} = {saved.get(name)}; leave out --preset to resume with the run's own settings")
 
 
 def check_fields(settings, positive=(), non_negative=(), choices=None, unit_interval=(), above_zero=()):
@@ -115,6 +179,8 @@ def check_fields(settings, positive=(), non_negative=(), choices=None, unit_inte
         if getattr(settings, name) < 0:
             raise ValueError(f"{name} must not be negative, got {getattr(settings, name)}")
     for name, allowed in (choices or {}).items():
+        if "on" in allowed and str(getattr(settings, name)).lower() in BOOL_WORDS:  # --compile=False, --compile 1
+            setattr(settings, name, "on" if BOOL_WORDS[str(getattr(settings, name)).lower()] else "off")
         if getattr(settings, name) not in allowed:
             raise ValueError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {getattr(settings, name)!r}")
     for name in unit_interval:

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+import versions  # noqa: F401 -- first: a torch older than 2.5 (no nn.RMSNorm) is refused in one line
 from attention_patterns import causal_mask, check_pattern_settings, fixed_pattern, layer_mask
 
 

@@ -88,10 +88,14 @@ def loss_curves(records):
     """Split metrics records into the series the loss plot draws. Each series is a dict of equal-length lists.
         batch: every logged step -- iter, tokens, train_loss (of that one batch: noisy), lr
         eval:  every evaluation  -- iter, tokens, train_loss and val_loss (averaged over eval_iters batches)
-    Evaluation lines are the ones with a val_loss; a resumed run can repeat an iteration, the later line wins."""
+    Evaluation lines are the ones with a val_loss; a resumed run can repeat an iteration, the later line wins.
+    An evaluation line's train loss is eval_train_loss (train_loss in files written before 2026-11-24)."""
     batch, evals = {}, {}
     for r in records:
-        (evals if "val_loss" in r else batch)[r["iter"]] = r
+        if "val_loss" in r:
+            evals[r["iter"]] = {**r, "train_loss": r.get("eval_train_loss", r.get("train_loss"))}
+        else:
+            batch[r["iter"]] = r
     series = {
         "batch": {key: [batch[i][key] for i in sorted(batch)] for key in ("iter", "tokens", "train_loss", "lr")},
         "eval": {key: [evals[i][key] for i in sorted(evals)] for key in ("iter", "tokens", "train_loss", "val_loss")},

@@ -1,7 +1,7 @@
 """
 train.py -- train a GPT on the integer sequences written by prepare.py. One loop, top to bottom.
 
-    python train.py                              # the cpu preset: a minute or two on a laptop CPU
+    python train.py                              # the cpu preset: about a minute on 2 CPU cores
     python train.py --preset classic             # the lecture's recipe (the defaults below)
     python train.py --preset gpu                 # the baby GPT (6 layers, 384 wide) for a GPU
     python train.py --max_iters 1000 --out_dir out-long   # flags override the preset
@@ -29,7 +29,8 @@ from tqdm import tqdm
 import checkpoint
 import plot
 import runtime
-from cli import Parser, UserError, add_dataclass_flags, build, check_fields, load_preset, run
+from cli import (UserError, add_dataclass_flags, build, check_fields, check_preset_agrees, load_preset, preset_parser,
+                 run)
 from model import GPT, GPTConfig, make_optimizer
 from muon import make_muon_optimizer
 from tokenizer import TokenizerUnavailable, bits_per_character, read_meta, tokenizer_from_meta
@@ -90,8 +91,8 @@ class TrainConfig:
 
 MODEL_FLAGS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]  # vocab_size: from the data
 TRAIN_FLAGS = [f.name for f in dataclasses.fields(TrainConfig)]
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name in MODEL_FLAGS}
-DEFAULTS.update({f.name: f.default for f in dataclasses.fields(TrainConfig)})
+MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name in MODEL_FLAGS}
+DEFAULTS = {**MODEL_DEFAULTS, **{f.name: f.default for f in dataclasses.fields(TrainConfig)}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -99,21 +100,20 @@ DEFAULTS.update({f.name: f.default for f in dataclasses.fields(TrainConfig)})
 
 
 def resolve_settings(argv):
-    """The command line, as (model settings dict, TrainConfig, the resumed checkpoint or None)."""
-    parser = Parser(prog="train.py",
-                    description="Train a character-level GPT. Flags override --preset, which overrides the defaults.")
-    parser.add_argument("--preset", help=f"load config/PRESET.toml (classic, cpu, gpu, ...) before the flags "
-                                         f"(default: {DEFAULT_PRESET}; classic is the plain defaults listed below)")
-    add_dataclass_flags(parser, GPTConfig, "model (GPTConfig)", skip=("vocab_size",))
-    add_dataclass_flags(parser, TrainConfig, "training (TrainConfig)")
+    """The command line, as (model settings dict, TrainConfig, the resumed checkpoint or None). --help shows as
+    defaults the values of the preset that would run: cpu, or the one --preset names."""
+    parser, shown = preset_parser("train.py", "Train a character-level GPT.", DEFAULT_PRESET, DEFAULTS, argv)
+    add_dataclass_flags(parser, GPTConfig, "model (GPTConfig)", skip=("vocab_size",), shown=shown)
+    add_dataclass_flags(parser, TrainConfig, "training (TrainConfig)", shown=shown)
     flags = vars(parser.parse_args(argv))  # only what the user typed: defaults are SUPPRESSed
     preset, resumed = flags.pop("preset", None), None
     if flags.get("resume", False):
-        if preset:
-            raise UserError("--preset cannot be combined with --resume: the run keeps its saved settings")
         resumed = checkpoint.load_for_resume(flags.get("out_dir", DEFAULTS["out_dir"]), flags, MODEL_FLAGS)
         # DEFAULTS first: a checkpoint from before a setting existed resumes with that setting's default
-        values = {**DEFAULTS, **resumed["model_config"], **resumed["train_config"], **flags, "resume": True}
+        saved = {**DEFAULTS, **resumed["model_config"], **resumed["train_config"]}
+        if preset:  # the first command again, with --resume added: fine if the preset (and its model) agrees
+            check_preset_agrees(preset, {**MODEL_DEFAULTS, **load_preset(preset, DEFAULTS)}, saved, flags)
+        values = {**saved, **flags, "resume": True}
     else:
         values = {**DEFAULTS, **load_preset(preset or DEFAULT_PRESET, DEFAULTS), **flags}
     model_values = {name: values[name] for name in MODEL_FLAGS}
@@ -239,7 +239,7 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     # loss per token times val_tokens estimates the total nats of the val text's val_chars characters.
     val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])
     tokens = iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size
-    metrics.write({"iter": iter_num, "tokens": tokens, "train_loss": losses["train"], "val_loss": losses["val"],
+    metrics.write({"iter": iter_num, "tokens": tokens, "eval_train_loss": losses["train"], "val_loss": losses["val"],
                    "val_bpc": val_bpc, "lr": learning_rate_at(iter_num, cfg)})
     plot.update_loss_png(cfg.out_dir, meta["vocab_size"])  # redraw OUT_DIR/loss.png; never raises
     tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "

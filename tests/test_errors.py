@@ -1,5 +1,6 @@
 """User mistakes: one line that says what is wrong, exit status 2, no traceback, nothing good overwritten."""
 
+import re
 import shutil
 
 import pytest
@@ -9,7 +10,7 @@ import prepare
 import train
 import sample
 from cli import run
-from conftest import run_script
+from conftest import TINY, run_script, train_main
 
 
 def fails(main, argv, capsys):
@@ -104,6 +105,67 @@ def test_resume_cannot_change_the_model_shape(trained_run, slice_dir, tmp_path, 
     shutil.copytree(trained_run, run_dir)
     err = fails(train.main, ["--data_dir", slice_dir, "--out_dir", run_dir, "--resume", "--n_layer", 6], capsys)
     assert "--n_layer cannot change" in err
+
+
+def test_the_first_command_again_with_resume_added_works_when_its_preset_agrees(trained_run, slice_dir, tmp_path,
+                                                                                capsys):
+    """The habit: re-run the command that started the run, with --resume. A preset that disagrees is named."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    first_command = ["--data_dir", slice_dir, "--out_dir", run_dir, "--max_iters", 40, "--eval_interval", 20, *TINY]
+    train_main(*first_command, "--resume")  # the trained run's own command: accepted (it is already finished)
+    assert "resuming" in capsys.readouterr().out
+    other_preset = [{"classic": "cpu"}.get(arg, arg) for arg in first_command]
+    err = fails(train.main, [*other_preset, "--resume"], capsys)
+    assert "--preset cpu sets pos_emb = rope, but the run being resumed was trained with pos_emb = learned" in err
+
+
+@pytest.mark.parametrize("path, preset", [("config/train_shakespeare_char.py", "cpu"), ("config/gpu.toml", "gpu"),
+                                          ("my_configs/classic.py", "classic")])
+def test_a_nanogpt_style_config_file_argument_is_told_to_use_preset(path, preset, capsys):
+    err = fails(train.main, [path], capsys)
+    assert f"babygpt uses --preset NAME" in err and f"did you mean --preset {preset}?" in err
+
+
+def test_on_off_settings_take_booleans_as_nanogpt_spells_them(capsys):
+    for typed, meant in (("False", "off"), ("True", "on"), ("0", "off"), ("1", "on"), ("off", "off"), ("auto", "auto")):
+        assert train.resolve_settings([f"--compile={typed}"])[1].compile == meant
+    assert "compile must be auto, on or off, got 'maybe'" in fails(train.main, ["--compile", "maybe"], capsys)
+
+
+def help_text(main, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(main, [*argv, "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare with single spaces
+
+
+def test_help_lists_every_preset_and_shows_the_values_of_the_chosen_one(capsys):
+    from cli import known_presets, load_preset
+    assert set(known_presets()) >= {"classic", "cpu", "gpu"}
+    for preset in (None, *known_presets()):
+        shown = help_text(train.main, ["--preset", preset] if preset else [], capsys)
+        assert f"one of {', '.join(known_presets())} (default: cpu)" in shown
+        values = {**train.DEFAULTS, **load_preset(preset or "cpu", train.DEFAULTS)}
+        for name in ("n_embd", "learning_rate", "max_iters", "pos_emb", "batch_size"):
+            assert re.search(rf"--{name} \S+ .*?\(default: {re.escape(str(values[name]))}\)", shown), (preset, name)
+        assert "(default: )" not in shown
+
+
+def test_no_script_help_shows_an_empty_default_and_ckpt_means_the_same_everywhere(capsys):
+    import plot
+    shown = help_text(sample.main, [], capsys)
+    assert "(default: )" not in shown and "--ckpt STR read this checkpoint instead: a file" in shown
+    assert "run's folder (its ckpt.pt)" in shown
+    assert "run's folder (its ckpt.pt is read)" in help_text(plot.main, ["attention"], capsys)
+
+
+def test_sample_ckpt_takes_a_run_folder_like_plot_does(trained_run, capsys):
+    outputs = []
+    for argv in (["--ckpt", trained_run], ["--ckpt", trained_run / "ckpt.pt"], ["--out_dir", trained_run]):
+        run(sample.main, [str(a) for a in argv] + ["--max_new_tokens", "30", "--seed", "3"])
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0]) > 30
 
 
 # -- sample.py

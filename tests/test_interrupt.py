@@ -64,7 +64,7 @@ def assert_same_run(out_dir, reference_dir):
 
     def losses(run_dir):
         records = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-        return [(r["iter"], r["train_loss"], r.get("val_loss")) for r in records]
+        return [(r["iter"], r.get("train_loss"), r.get("eval_train_loss"), r.get("val_loss")) for r in records]
     assert losses(out_dir) == losses(reference_dir)
 
 

@@ -45,7 +45,7 @@ def test_training_draws_loss_png_and_the_curves_are_the_metrics_file(trained_run
     steps = [r for r in records if "val_loss" not in r]
     assert series["eval"]["iter"] == [0, 20, 40]  # --max_iters 40 --eval_interval 20
     assert series["eval"]["val_loss"] == [r["val_loss"] for r in evals]
-    assert series["eval"]["train_loss"] == [r["train_loss"] for r in evals]
+    assert series["eval"]["train_loss"] == [r["eval_train_loss"] for r in evals]
     assert series["eval"]["tokens"] == [r["tokens"] for r in evals]
     assert series["batch"]["iter"] == [r["iter"] for r in steps] == list(range(5, 41, 5))
     assert series["batch"]["train_loss"] == [r["train_loss"] for r in steps]
@@ -53,6 +53,18 @@ def test_training_draws_loss_png_and_the_curves_are_the_metrics_file(trained_run
     # a fresh model guesses uniformly: its first loss is close to the dashed line at ln(vocab_size)
     vocab_size = plot.vocab_size_of_run(trained_run)
     assert abs(series["eval"]["val_loss"][0] - math.log(vocab_size)) < 0.1
+
+
+def test_metrics_files_written_before_eval_train_loss_existed_still_plot(tmp_path):
+    """Until 2026-11-24 an evaluation line called its averaged train loss train_loss, like a step line."""
+    old = [{"iter": 0, "tokens": 0, "train_loss": 4.2, "val_loss": 4.3, "val_bpc": 6.2, "lr": 1e-4},
+           {"iter": 10, "tokens": 80, "train_loss": 3.0, "lr": 1e-3},
+           {"iter": 10, "tokens": 80, "train_loss": 2.9, "val_loss": 3.1, "val_bpc": 4.5, "lr": 1e-3}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    series = plot.loss_curves(plot.read_metrics(tmp_path))
+    assert series["eval"]["train_loss"] == [4.2, 2.9] and series["batch"]["train_loss"] == [3.0]
+    run(plot.main, ["loss", str(tmp_path), "--out", str(tmp_path / "old.png")])
+    assert_sensible_png(tmp_path / "old.png")
 
 
 def test_a_resumed_iteration_is_drawn_once_with_its_latest_value():

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import tomllib
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import bench
 import checkpoint
 import runtime
 import train
-from cli import PRESET_DIR
+from cli import PRESET_DIR, tomllib  # tomllib, or tomli on Python 3.10
 from conftest import ROOT, TINY, train_main
 from model import GPT, GPTConfig, apply_rotary, rotary_cos_sin
 from muon import hidden_matrices, make_muon_optimizer, orthogonalize

@@ -18,7 +18,7 @@ import checkpoint
 import sample
 from bpe import encode_with_merges, train_bpe
 from cli import run
-from conftest import ROOT, TINY, train_main
+from conftest import ROOT, TINY, skip_for_missing_data, train_main
 from prepare import main as prepare_main, prepare
 from tokenizer import (BPETokenizer, CharTokenizer, GPT2Tokenizer, StreamDecoder, TokenizerUnavailable,
                        bits_per_character, read_meta, same_tokenizer, tokenizer_from_meta, validate_meta)
@@ -34,7 +34,8 @@ def gpt2(monkeypatch):
     try:
         return GPT2Tokenizer()
     except TokenizerUnavailable as e:
-        pytest.skip(f"GPT-2's rank file is not cached and cannot be downloaded: {e}")
+        reason = f"GPT-2's rank file is not cached and cannot be downloaded ({e})"
+    skip_for_missing_data(reason)
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,8 @@ def test_training_writes_checkpoints_and_metrics_and_learns(trained_run):
     assert [r["iter"] for r in evals] == [0, 20, 40]
     assert [r["iter"] for r in steps] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert set(steps[0]) == {"iter", "tokens", "train_loss", "lr", "ms_per_iter", "tokens_per_s"}
+    # an evaluation line never reuses a step line's key for another quantity: one batch's loss is not an average
+    assert set(evals[0]) == {"iter", "tokens", "eval_train_loss", "val_loss", "val_bpc", "lr"}
     assert steps[-1]["tokens"] == 40 * 8 * 32  # iterations x batch x block
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.3  # it learned something
 
@@ -62,7 +64,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(slice_dir, tmp_path)
         assert torch.equal(tensor, halves["model"][name]), name  # bit-identical on CPU
 
     def losses(run):
-        return [(r["iter"], r["train_loss"]) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
+        return [(r["iter"], r.get("train_loss", r.get("eval_train_loss"))) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
     assert losses("straight") == losses("halves")
 
 
