@@ -87,14 +87,15 @@ def test_every_readme_command_works_as_written_after_make_demo(after_make_demo, 
             train.resolve_settings(args)  # raises UserError if a flag, preset or out/last.pt is wrong
         elif script == "prepare.py":
             run(prepare.main, args)
-        elif script == "sample.py":
-            monkeypatch.setattr("sys.stdin", io.StringIO("ROMEO:\n"))  # for --interactive
-            run(sample.main, [*args, "--max_new_tokens", "20"])  # fewer tokens than written: the same command
-        elif script == "plot.py":
-            for name in args:  # a run named by an earlier README command (python train.py ... --out_dir NAME)
+        elif script in ("sample.py", "plot.py"):
+            for name in args:  # a run named by another README command (python train.py ... --out_dir NAME)
                 if name.startswith("out-") and not (after_make_demo / name).exists():
                     shutil.copytree(after_make_demo / "out", after_make_demo / name)
-            run(plot.main, args)
+            if script == "plot.py":
+                run(plot.main, args)
+            else:
+                monkeypatch.setattr("sys.stdin", io.StringIO("ROMEO:\n"))  # for --interactive
+                run(sample.main, [*args, "--max_new_tokens", "20"])  # fewer tokens than written: the same command
         else:
             pytest.fail(f"a README command this test does not know: python {shlex.join(argv)}")
         ran += 1
