@@ -138,9 +138,9 @@ def load_vocabulary(data_dir):
 
 
 def load_split(data_dir, split, block_size, vocab_size=None):
-    """Memory-map DATA_DIR/{split}.bin (uint16 token ids). With vocab_size, check that every id is a row of the
-    embedding table (an id from another meta.json would fail deep inside the model, at the batch that has it)."""
-    path = prepare.verify_split(data_dir, split)  # a regular file, of the size and checksum meta.json records
+    """Memory-map DATA_DIR/{split}.bin (uint16 token ids), checked: a regular file of the size and checksum that
+    meta.json records, and (with vocab_size) ids that are rows of the embedding table, not from another meta.json."""
+    path = prepare.verify_split(data_dir, split)
     data = np.memmap(path, dtype=np.uint16, mode="r") if path.stat().st_size else np.zeros(0, np.uint16)
     if len(data) < block_size + 1:
         raise UserError(f"{path} has {len(data)} tokens; block_size {block_size} needs at least {block_size + 1} "
@@ -213,8 +213,7 @@ def estimate_loss(model, splits, cfg, block_size, device, autocast):
 
 
 def sample_text(model, tokenizer, num_tokens, device, seed):
-    """A short sample from a newline, to watch the model learn. Uses its own generator: training's random
-    stream is left as it was."""
+    """A short sample from a newline, to watch the model learn (its own generator: training's stream is kept)."""
     model.eval()
     start = tokenizer.encode("\n", unknown="skip") or [0]
     idx = torch.tensor([start], dtype=torch.long, device=device)
