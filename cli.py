@@ -53,6 +53,9 @@ def run(main, argv=None):
         sys.exit(130)
     except BrokenPipeError:  # e.g. `python sample.py | head`
         sys.exit(0)
+    finally:
+        from guards import release_locks  # (guards imports cli) the run's out_dir and data locks
+        release_locks()
 
 
 class Parser(argparse.ArgumentParser):

@@ -133,12 +133,30 @@ def write_atomically(path, write):
 _HELD = {}  # resolved folder -> (file descriptor, exclusive): this process's locks (re-entrant within a process)
 
 
-def describe_holder(lock_path):
+def pid_alive(pid):
     try:
-        text = lock_path.read_text(encoding="utf-8", errors="replace").strip()
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def live_holders(fd):
+    """The lines "pid N (command)" of the lock file whose process is still alive and is not this one: a line
+    left by a process that died (kill -9 gives it no chance to clean up) is stale and dropped."""
+    try:
+        text = os.pread(fd, 1 << 16, 0).decode("utf-8", errors="replace")
     except OSError:
-        text = ""
-    return text or "another process"
+        return []
+    lines = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "pid" and parts[1].isdigit() and int(parts[1]) != os.getpid() \
+                and pid_alive(int(parts[1])):
+            lines.append(line.strip())
+    return lines
 
 
 def lock_folder(folder_path, exclusive, busy_hint):
@@ -166,15 +184,25 @@ def lock_folder(folder_path, exclusive, busy_hint):
         if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             os.close(fd)
             return  # a filesystem without locks (some network mounts): go on unguarded
+        holders = "; ".join(live_holders(fd)) or "another process"
         if not held:
             os.close(fd)
-        raise UserError(f"{folder_path} is in use by {describe_holder(lock_path)}; {busy_hint}") from None
+        raise UserError(f"{folder_path} is in use by {holders}; {busy_hint}") from None
     _HELD[key] = (fd, exclusive)
+    me = f"pid {os.getpid()} ({' '.join(['python', *sys.argv])[:200]})"
+    note = "\n".join(([] if exclusive else live_holders(fd)) + [me]) + "\n"  # readers share: each one is named
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(['python', *sys.argv])[:200]})\n".encode(), 0)
+        os.pwrite(fd, note.encode(), 0)
     except OSError:
         pass  # the lock holds even if the note cannot be written
+
+
+def unlock_folder(folder_path):
+    """Drop this process's lock on one folder (prepare.py, when its files are in place)."""
+    held = _HELD.pop(os.path.realpath(folder_path), None)
+    if held:
+        os.close(held[0])
 
 
 def release_locks():

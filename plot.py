@@ -33,7 +33,8 @@ SHOWN_AS = {"\n": "⏎", " ": "␣", "\t": "⇥"}
 
 
 def shown(ch):
-    return SHOWN_AS.get(ch, ch)
+    """A visible stand-in for a whitespace or control character (a byte-level BPE has tokens for all 256 bytes)."""
+    return SHOWN_AS.get(ch, ch if ch.isprintable() else ascii(ch)[1:-1])
 
 
 def new_figure(width, height, layout="constrained"):

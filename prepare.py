@@ -111,6 +111,14 @@ def prepare(text, out_dir, source_name="input", tokenizer="char", vocab_size=512
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
     lock_data_dir(out_dir, exclusive=True)
+    try:
+        return write_data_set(out_dir, tokenizer, train_text, val_text, train_ids, val_ids, text, source_name)
+    finally:
+        guards.unlock_folder(out_dir)
+
+
+def write_data_set(out_dir, tokenizer, train_text, val_text, train_ids, val_ids, text, source_name):
+    """train.bin, val.bin (and bpe.tiktoken) under temporary names, then renamed into place, meta.json last."""
     meta = {
         "format": META_FORMAT,
         "version": META_VERSION,
