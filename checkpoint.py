@@ -83,12 +83,10 @@ def save(checkpoint, path):
 def load(path, map_location="cpu"):
     """Read and check a checkpoint. Raises CheckpointError with a one-line reason."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} not found")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file or use --out_dir")
     try:
-        guards.regular_file(path, "checkpoint")  # a FIFO would block torch.load forever, a symlink loop ...
+        guards.regular_file(path, "checkpoint")  # not found, a FIFO (torch.load would wait forever), a loop ...
     except UserError as e:
         raise CheckpointError(str(e)) from None
     check_unpacked_size(path)
@@ -136,7 +134,7 @@ def check_unpacked_size(path):
                               f"(compressed entries; torch.save never writes those); refusing to load it")
 
 
-def expected_weights(model_config, path, for_training=False):
+def expected_weights(model_config, weights, path):
     """{name: (shape, is floating point)} of the GPT that model_config describes, built on the 'meta' device
     (shapes only, no memory), after a size check: a hand-edited n_embd of 10**6 must be refused in one line, not
     found out by a MemoryError or a machine that swaps for an hour."""
@@ -144,6 +142,10 @@ def expected_weights(model_config, path, for_training=False):
         runtime.check_model_fits(GPTConfig(**model_config), batch_size=0, device="cpu")
     except UserError as e:
         raise CheckpointError(f"{path}: model_config {e}") from None
+    layers = {name.split(".")[1] for name in weights if name.startswith("blocks.")}
+    if len(layers) != model_config["n_layer"]:  # before building (a hand-edited n_layer of 10**5 takes minutes)
+        raise CheckpointError(f"{path}: the weights do not fit model_config (n_layer {model_config['n_layer']}, "
+                              f"but the weights have {len(layers)} blocks)")
     with torch.device("meta"):
         model = GPT(GPTConfig(**model_config))
     return {name: (tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
@@ -172,7 +174,7 @@ def validate_contents(checkpoint, path):
     weights = checkpoint["model"]
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in weights.items()):
         raise CheckpointError(f"{path}: model must map parameter names to tensors")
-    expected = expected_weights(model_config, path)
+    expected = expected_weights(model_config, weights, path)
     for name, tensor in weights.items():
         if name in expected and expected[name][1] and not tensor.is_floating_point():  # load_state_dict would
             raise CheckpointError(f"{path}: weight {name} holds {tensor.dtype} numbers, not floating point "  # cast
