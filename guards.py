@@ -100,9 +100,10 @@ def discard(path):
 
 def write_failure(e):
     """Why a write failed, in words. torch.save reports a full disk as `RuntimeError: ... unexpected pos ...`."""
-    if isinstance(e, OSError):
-        return e.strerror or str(e)
-    return f"the write failed ({type(e).__name__}); is the disk full or the file larger than `ulimit -f` allows?"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    what = str(e) if isinstance(e, OSError) else type(e).__name__  # numpy: "1003854 requested and 50000 written"
+    return f"the write failed ({what}); is the disk full or the file larger than `ulimit -f` allows?"
 
 
 def write_atomically(path, write):
