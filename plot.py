@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-import cli  # first: then a Ctrl-C during the slow imports below exits quietly (see cli.py)
+import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import torch
 from torch.nn import functional as F
 

@@ -25,7 +25,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import cli  # first: then a Ctrl-C during the slow imports below exits quietly (see cli.py)
+import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import numpy as np
 
 import guards

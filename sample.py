@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import cli  # first: then a Ctrl-C during the slow imports below exits quietly (see cli.py)
+import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import torch
 
 import checkpoint

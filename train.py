@@ -19,9 +19,8 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import cli  # first: then a Ctrl-C during the slow imports below exits quietly (see cli.py)
+import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import numpy as np
 import torch
 from tqdm import tqdm

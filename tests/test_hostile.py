@@ -6,6 +6,7 @@ for a full or failing disk, a second real process for the locks, a real SIGKILL,
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -15,8 +16,10 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections import Counter
 
 import pytest
+import regex
 import torch
 
 import checkpoint
@@ -378,7 +381,6 @@ def test_the_resume_hint_is_shell_quoted():
 
 def test_a_tampered_tiktoken_cache_file_is_named_and_kept(tmp_path, monkeypatch):
     from tokenizer import GPT2Tokenizer, TokenizerUnavailable
-    import hashlib
     cached = tmp_path / hashlib.sha1(GPT2Tokenizer.URL.encode()).hexdigest()
     cached.write_bytes(b"IQ== 0\n")  # a rank file, but not the published one
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
@@ -403,3 +405,15 @@ def test_integer_weights_are_refused(run_copy, capsys):
     torch.save(state, run_copy / "ckpt.pt")
     assert "holds torch.int64 numbers, not floating point" in fails(sample.main, ["--out_dir", run_copy], capsys)
 
+
+
+def test_bpe_on_text_without_spaces_learns_from_a_bounded_amount_of_text(shakespeare_text):
+    """The split pattern cuts text at spaces; without spaces 1 MB is one chunk, and every merge rescanned all of it
+    (115 s). The merges are now learned from at most 256 KB of distinct pieces of at most 256 characters, while a
+    normal text (Tiny Shakespeare: 100 KB of distinct words) is learned from in full, as before."""
+    from bpe import GPT2_SPLIT_PATTERN, MAX_DISTINCT_BYTES, learning_pieces
+    no_spaces = "".join(shakespeare_text.split())
+    pieces = learning_pieces(regex.findall(GPT2_SPLIT_PATTERN, no_spaces))
+    assert sum(len(p.encode()) for p in pieces) <= MAX_DISTINCT_BYTES and max(map(len, pieces)) <= 256
+    words = regex.findall(GPT2_SPLIT_PATTERN, shakespeare_text)
+    assert learning_pieces(words) == Counter(words)
