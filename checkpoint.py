@@ -146,8 +146,8 @@ def expected_weights(model_config, weights, path):
     if len(layers) != model_config["n_layer"]:  # before building (a hand-edited n_layer of 10**5 takes minutes)
         raise CheckpointError(f"{path}: the weights do not fit model_config (n_layer {model_config['n_layer']}, "
                               f"but the weights have {len(layers)} blocks)")
-    with torch.device("meta"):
-        model = GPT(GPTConfig(**model_config))
+    with torch.device("meta"):  # (the attention pattern is a buffer that is never saved; bigbird's cannot be
+        model = GPT(GPTConfig(**{**model_config, "attn_pattern": "causal"}))  # drawn on 'meta')
     return {name: (tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
 
 
