@@ -67,6 +67,8 @@ def stat_or_explain(path, what):
     except OSError as e:  # ELOOP (a symlink loop), EACCES, ENOTDIR (a file where a folder should be) ...
         reason = "a symbolic link loop" if e.errno == errno.ELOOP else e.strerror
         raise UserError(f"cannot read {what} {path}: {reason}") from None
+    except ValueError as e:  # a NUL character in the path
+        raise UserError(f"cannot read {what} {str(path)!r}: {e}") from None
 
 
 def regular_file(path, what="file"):

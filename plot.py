@@ -26,7 +26,7 @@ from torch.nn import functional as F
 import checkpoint
 import guards
 from cli import Parser, UserError, run
-from tokenizer import UnknownCharacters, tokenizer_from_meta
+from tokenizer import TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 # Characters that are invisible as tick labels get a visible stand-in.
 SHOWN_AS = {"\n": "⏎", " ": "␣", "\t": "⇥"}
@@ -272,6 +272,14 @@ def draw_attention(maps, labels, path, dpi=100):
     return save_png(fig, path, dpi)
 
 
+def tokenizer_of(state):
+    """The checkpoint's tokenizer (gpt2's needs tiktoken's cached file: one line if it is missing)."""
+    try:
+        return tokenizer_from_meta(state["meta"])
+    except TokenizerUnavailable as e:
+        raise UserError(str(e)) from None
+
+
 def load_checkpoint_arg(ckpt):
     """--ckpt is a run's folder (its ckpt.pt is read) or a checkpoint file."""
     path = checkpoint.resolve(ckpt) if Path(ckpt).is_dir() else Path(ckpt)
@@ -284,7 +292,7 @@ def load_checkpoint_arg(ckpt):
 
 def attention_command(args):
     state, model, run_dir = load_checkpoint_arg(args.ckpt)
-    tokenizer = tokenizer_from_meta(state["meta"])
+    tokenizer = tokenizer_of(state)
     idx = encode_text(tokenizer, args.text, model.config.block_size)  # (1, T)
     maps = attention_maps(model, idx)[:, 0]  # (n_layer, nh, T, T)
     labels = token_labels(tokenizer, idx[0].tolist())  # one per token (a BPE token can be a whole word)
@@ -353,7 +361,7 @@ def draw_embeddings(model, vocab, path, dpi=100):
 
 def embeddings_command(args):
     state, model, run_dir = load_checkpoint_arg(args.ckpt)
-    labels = token_labels(tokenizer_from_meta(state["meta"]), range(model.config.vocab_size))
+    labels = token_labels(tokenizer_of(state), range(model.config.vocab_size))
     print(f"wrote {draw_embeddings(model, labels, args.out or run_dir / 'embeddings.png')}")
 
 

@@ -239,7 +239,7 @@ SPECIAL_KINDS = ["fifo", "folder", "/dev/null", "symlink loop", "dangling symlin
 
 @fuzz(30)
 @given(kind=st.sampled_from(SPECIAL_KINDS), target=st.sampled_from(["input", "meta.json", "train.bin", "val.bin",
-                                                                    "checkpoint", "metrics.jsonl"]))
+                                                                    "checkpoint", "metrics.jsonl", "prompt"]))
 def test_a_special_file_where_a_regular_file_belongs_is_one_line_never_a_hang(kind, target, slice_dir, trained_run,
                                                                             capsys):
     work = Path(tempfile.mkdtemp())
@@ -255,6 +255,9 @@ def test_a_special_file_where_a_regular_file_belongs_is_one_line_never_a_hang(ki
     elif target == "checkpoint":
         make_special(work / "x.pt", kind)
         code, _, err = run_cli(sample.main, ["--ckpt", work / "x.pt"], capsys)
+    elif target == "prompt":
+        make_special(work / "prompt.txt", kind)
+        code, _, err = run_cli(sample.main, ["--out_dir", trained_run, f"--start=FILE:{work / 'prompt.txt'}"], capsys)
     else:
         (work / "run").mkdir()
         make_special(work / "run" / "metrics.jsonl", kind)
