@@ -24,6 +24,7 @@ What train.py writes into --out_dir:
                    evaluation lines have train_loss and val_loss averaged over eval_iters batches, and val_bpc
                    (validation bits per character: comparable across tokenizers)
     loss.png       the loss curves so far, redrawn at each evaluation (python plot.py loss OUT_DIR does the same)
+    .babygpt.lock  the pid of the run writing here (guards.lock_folder): a second run into this folder is refused
 """
 
 import dataclasses

@@ -177,9 +177,11 @@ def test_kill_9_during_prepare_never_leaves_a_mix_that_trains(old_data, shakespe
     prepare.prepare(shakespeare_text[:600_000], new_dir, source_name="more.txt")
     after = data_files(new_dir)
 
-    def signature():
-        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in data_dir.iterdir()
-                      if p.name != ".babygpt.lock")
+    train_bin = data_dir / "train.bin"
+
+    def signature():  # cheap enough to look every few microseconds: prepare.py's first write shows up here
+        stat = train_bin.stat()
+        return stat.st_size, stat.st_mtime_ns, os.path.exists(data_dir / "train.bin.new.tmp")
     unchanged = signature()
     process = start("prepare.py", "--input", tmp_path / "more.txt", "--out_dir", data_dir)
     while signature() == unchanged and process.poll() is None:
