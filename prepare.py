@@ -50,8 +50,11 @@ def download_shakespeare(path):
             f"could not download Tiny Shakespeare ({getattr(e, 'reason', e)}); "
             f"copy its input.txt to {path} by hand, or use --input FILE"
         ) from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        guards.write_atomically(path, lambda f: f.write(data))  # never half a text that looks whole
+    except (OSError, guards.WriteError) as e:
+        raise UserError(f"cannot save Tiny Shakespeare: {getattr(e, 'strerror', None) or e}") from None
 
 
 BYTES_PER_CHARACTER = 16  # what preparing costs in memory per byte of input: the bytes, the str, the ids
