@@ -40,6 +40,27 @@ def merge_pair(ids, pair, new_id):
     return out
 
 
+MAX_PIECE = 256  # characters: a longer chunk (text without spaces is one chunk) is learned from in pieces
+MAX_DISTINCT_BYTES = 1 << 18  # learn from the most frequent distinct chunks, up to 256 KB of them
+
+
+def learning_pieces(chunks):
+    """What the merges are learned from. Each merge costs Python time in proportion to the bytes of the distinct
+    chunks, and the split pattern cuts text at spaces: Tiny Shakespeare has 100 KB of distinct words, but a text
+    without spaces is one distinct chunk of its whole size (1 MB took 115 s). So long chunks are cut in pieces,
+    and only the most frequent 256 KB of distinct pieces are kept (all of them for Tiny Shakespeare)."""
+    pieces = Counter()
+    for chunk in chunks:
+        pieces.update([chunk[i:i + MAX_PIECE] for i in range(0, len(chunk), MAX_PIECE)])
+    kept, size = Counter(), 0
+    for piece, count in pieces.most_common():
+        size += len(piece.encode("utf-8"))
+        if size > MAX_DISTINCT_BYTES:
+            break
+        kept[piece] = count
+    return kept
+
+
 def train_bpe(text, vocab_size, pattern=GPT2_SPLIT_PATTERN, verbose=False):
     """Learn vocab_size - 256 merges from `text`. Returns (ranks, merges):
     ranks  -- list of token byte strings, token id = index (the first 256 are the single bytes 0..255)
@@ -48,7 +69,7 @@ def train_bpe(text, vocab_size, pattern=GPT2_SPLIT_PATTERN, verbose=False):
     Stops early if no pair is left to merge (a text too small for the vocabulary asked for)."""
     if vocab_size < 256:
         raise ValueError(f"a byte-level BPE needs vocab_size >= 256 (one token per byte), got {vocab_size}")
-    chunk_counts = Counter(regex.findall(pattern, text))  # chunk -> how often it occurs
+    chunk_counts = learning_pieces(regex.findall(pattern, text))  # chunk -> how often it occurs
     words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]  # each chunk as a list of token ids
     counts = list(chunk_counts.values())
     # 1. count every pair of neighbouring tokens, each chunk weighted by how often it occurs

@@ -26,6 +26,7 @@ What train.py writes into --out_dir:
                    bits per character: comparable across tokenizers), lr. Older runs wrote eval_train_loss as
                    train_loss on evaluation lines; plot.py reads both.
     loss.png       the loss curves so far, redrawn at each evaluation (python plot.py loss OUT_DIR does the same)
+    .babygpt.lock  the pid of the run writing here (guards.lock_folder): a second run into this folder is refused
 """
 
 import dataclasses
@@ -33,13 +34,17 @@ import json
 import os
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from cli import UserError
+import guards
+from cli import UserError, float32_problem, type_problem
+from guards import WriteError, write_atomically
 from model import GPT, GPTConfig
+import runtime
 from runtime import barrier, diverged_message
 from tokenizer import same_tokenizer, validate_meta
 
@@ -69,31 +74,25 @@ def make_checkpoint(model, optimizer, model_config, train_config, meta, iter_num
 
 
 def save(checkpoint, path):
-    """Write atomically: into a temporary file in the same folder, flushed to disk, then renamed over `path`.
-    A crash or a full disk at any moment leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write atomically (guards.write_atomically: a temporary file in the same folder, flushed to disk, then
+    renamed over `path`). A crash or a full disk at any moment leaves either the old file or the new one, never
+    half of one. Every failure torch.save can raise on a bad disk becomes a CheckpointError."""
     try:
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on the disk before the name points at them
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write {path}: {e.strerror or e}; the previous checkpoint is kept") from None
-    except BaseException:  # e.g. a second Ctrl-C mid-write: drop the partial file, keep the previous checkpoint
-        tmp.unlink(missing_ok=True)
-        raise
+        write_atomically(path, lambda f: torch.save(checkpoint, f))
+    except WriteError as e:
+        raise CheckpointError(f"{e}; the previous checkpoint is kept") from None
 
 
 def load(path, map_location="cpu"):
     """Read and check a checkpoint. Raises CheckpointError with a one-line reason."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} not found")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file or use --out_dir")
+    try:
+        guards.regular_file(path, "checkpoint")  # not found, a FIFO (torch.load would wait forever), a loop ...
+    except UserError as e:
+        raise CheckpointError(str(e)) from None
+    check_unpacked_size(path)
     try:
         with warnings.catch_warnings():  # a garbage file can make torch warn before it fails: one line is enough
             warnings.simplefilter("ignore")
@@ -123,11 +122,45 @@ def load(path, map_location="cpu"):
     return checkpoint
 
 
+def check_unpacked_size(path):
+    """torch.save writes a zip archive of stored (uncompressed) entries, so a real checkpoint unpacks to about
+    its own size. A hand-made archive of compressed entries can unpack to gigabytes from a few megabytes (a zip
+    bomb): refuse it from the archive's table of contents, in milliseconds, before torch.load unpacks anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a zip: torch.load will say what it is
+    size = path.stat().st_size
+    if declared > 2 * size + (64 << 20):
+        raise CheckpointError(f"{path} unpacks to {guards.gigabytes(declared)} from a {size / 2**20:.1f} MB file "
+                              f"(compressed entries; torch.save never writes those); refusing to load it")
+
+
+def expected_weights(model_config, weights, path):
+    """{name: (shape, is floating point)} of the GPT that model_config describes, built on the 'meta' device
+    (shapes only, no memory), after a size check: a hand-edited n_embd of 10**6 must be refused in one line, not
+    found out by a MemoryError or a machine that swaps for an hour."""
+    try:
+        runtime.check_model_fits(GPTConfig(**model_config), batch_size=0, device="cpu")
+    except UserError as e:
+        raise CheckpointError(f"{path}: model_config {e}") from None
+    layers = {name.split(".")[1] for name in weights if name.startswith("blocks.")}
+    if len(layers) != model_config["n_layer"]:  # before building (a hand-edited n_layer of 10**5 takes minutes)
+        raise CheckpointError(f"{path}: the weights do not fit model_config (n_layer {model_config['n_layer']}, "
+                              f"but the weights have {len(layers)} blocks)")
+    with torch.device("meta"):  # (the attention pattern is a buffer that is never saved; bigbird's cannot be
+        model = GPT(GPTConfig(**{**model_config, "attn_pattern": "causal"}))  # drawn on 'meta')
+    return {name: (tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
+
+
 def validate_contents(checkpoint, path):
     """The fields a tampered or damaged file could get wrong, each refused by name before anything uses it."""
     model_config = checkpoint["model_config"]
     if not isinstance(model_config, dict):
         raise CheckpointError(f"{path}: model_config must be a dict")
+    if problem := type_problem(GPTConfig, model_config) or float32_problem(model_config):
+        raise CheckpointError(f"{path}: invalid model_config ({problem})")
     try:
         GPTConfig(**model_config)
     except (TypeError, ValueError) as e:
@@ -144,7 +177,14 @@ def validate_contents(checkpoint, path):
     weights = checkpoint["model"]
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in weights.items()):
         raise CheckpointError(f"{path}: model must map parameter names to tensors")
+    expected = expected_weights(model_config, weights, path)
     for name, tensor in weights.items():
+        if name in expected and expected[name][1] and not tensor.is_floating_point():  # load_state_dict would
+            raise CheckpointError(f"{path}: weight {name} holds {tensor.dtype} numbers, not floating point "  # cast
+                                  f"(a hand-made or damaged file)")  # them silently into garbage
+        if name in expected and tuple(tensor.shape) != expected[name][0]:
+            raise CheckpointError(f"{path}: the weights do not fit model_config ({name} has shape "
+                                  f"{tuple(tensor.shape)}, model_config says {expected[name][0]})")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values (a damaged or diverged model)")
 
@@ -207,8 +247,11 @@ def restore_rng_state(state, data_generators, device_type, rank=0, first_slot=0)
 # out_dir: checked before training, metrics appended while training, checkpoints saved by one object
 
 
-def load_for_resume(out_dir, flags, model_flags):
-    """--resume: OUT_DIR/last.pt, checked. The model's shape cannot change (its weights would not fit)."""
+def load_for_resume(flags, default_out_dir, model_flags):
+    """--resume: OUT_DIR/last.pt, checked. The model's shape cannot change (its weights would not fit). The folder
+    read is the folder written: flags["out_dir"] is set here, so the out_dir stored in the checkpoint (where the
+    run was first started, history) can never send the resumed run's writes into another run's folder."""
+    out_dir = flags.setdefault("out_dir", default_out_dir)
     try:
         resumed = load(Path(out_dir) / "last.pt")
     except CheckpointError as e:
@@ -221,7 +264,8 @@ def load_for_resume(out_dir, flags, model_flags):
 
 def prepare_out_dir(out_dir, resume, overwrite, machine):
     """Never replace a previous run's checkpoints unless asked to; find out now, not at the first save, whether
-    out_dir can be written."""
+    out_dir can be written; and lock it (guards.lock_folder), so that a second run into the same folder stops
+    at once with the other one's pid instead of writing over its checkpoints and metrics."""
     out_dir = Path(out_dir)
     if not resume and not overwrite and any((out_dir / name).exists() for name in ("ckpt.pt", "last.pt")):
         raise UserError(f"{out_dir} already holds checkpoints of an earlier run; use --resume to continue it, "
@@ -233,32 +277,60 @@ def prepare_out_dir(out_dir, resume, overwrite, machine):
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
+    if machine.master:
+        guards.lock_folder(out_dir, exclusive=True, busy_hint="wait for that run to end, or use another --out_dir")
     barrier(machine.world_size)  # every rank has checked out_dir before rank 0 writes into it
 
 
+def is_record(value):
+    """A metrics line is a JSON object with an integer iter; anything else (a list, a number, a line a person or
+    another program added) is not one of ours."""
+    return isinstance(value, dict) and type(value.get("iter")) is int
+
+
+def read_metrics_lines(path):
+    """The lines of metrics.jsonl, decoded with U+FFFD for bytes that are not UTF-8 (such a line is then simply
+    not valid JSON and is skipped like any other non-record line)."""
+    guards.regular_file(path, "metrics file")
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+
+
 def metrics_up_to(path, iter_num):
-    """The lines of metrics.jsonl up to iteration iter_num. A line cut short by a crash mid-write is dropped."""
-    kept = []
-    for line in path.read_text().splitlines():
+    """The records of metrics.jsonl up to iteration iter_num, and how many lines were dropped. A line cut short
+    by a crash mid-write, or that is not a record, is dropped."""
+    kept, lines = [], read_metrics_lines(path)
+    for line in lines:
         try:
-            if json.loads(line)["iter"] <= iter_num:
+            if is_record(record := json.loads(line)) and record["iter"] <= iter_num:
                 kept.append(line)
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             pass
-    return "".join(line + "\n" for line in kept)
+    return "".join(line + "\n" for line in kept), len(lines) - len(kept)
 
 
 class MetricsLog:
     """OUT_DIR/metrics.jsonl, one JSON object per line, written by rank 0 only. A new run starts it empty; a
-    resumed one drops the lines written after its checkpoint (they belong to the lost tail of the run)."""
+    resumed one drops the lines written after its checkpoint (they belong to the lost tail of the run) -- by
+    writing the kept lines to a temporary file and renaming it, never by rewriting the file in place (a full
+    disk halfway through would otherwise cut the run's history). Otherwise lines are only ever appended."""
 
     def __init__(self, out_dir, resumed_at, master):
         self.path = Path(out_dir) / "metrics.jsonl"
-        if master and resumed_at is not None and self.path.exists():
-            self.path.write_text(metrics_up_to(self.path, resumed_at))
-        elif master and resumed_at is None:
-            self.path.write_text("")
-        self.file = open(self.path, "a") if master else open(os.devnull, "w")
+        try:
+            if master and resumed_at is not None and os.path.lexists(self.path):
+                kept, dropped = metrics_up_to(self.path, resumed_at)
+                if dropped:
+                    write_atomically(self.path, lambda f: f.write(kept.encode("utf-8")))
+            elif master and resumed_at is None:
+                write_atomically(self.path, lambda f: None)
+            self.file = open(self.path, "a", encoding="utf-8") if master else open(os.devnull, "w")
+        except WriteError as e:
+            raise UserError(f"{e}; the metrics file is kept as it was") from None
+        except OSError as e:  # e.g. metrics.jsonl is a folder
+            raise UserError(f"cannot write {self.path}: {e.strerror}") from None
 
     def write(self, record):
         try:
@@ -286,8 +358,11 @@ class Saver:
         """This process's random streams as they are now (see rng_state)."""
         return rng_state(self.data_generators, self.machine.device_type)
 
-    def restore(self, resumed, first_slot):
+    def restore(self, resumed, first_slot, max_iters):
         """Load a resumed run's weights, optimizer state and random streams; return its iteration."""
+        if resumed["iter_num"] > max_iters:
+            raise UserError(f"{self.out_dir / 'last.pt'} is already at iteration {resumed['iter_num']}, past "
+                            f"--max_iters {max_iters}; give a larger --max_iters to train on")
         if not same_tokenizer(resumed["meta"], self.meta):
             raise UserError(f"the tokenizer (vocabulary) in {self.cfg.data_dir} differs from the one "
                             f"{self.out_dir / 'last.pt'} was trained on; resume with the same --data_dir")

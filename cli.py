@@ -11,13 +11,30 @@ import dataclasses
 import difflib
 import inspect
 import math
+import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import versions  # noqa: F401 -- first: an unsupported Python or torch is refused in one line
 
 PRESET_DIR = Path(__file__).resolve().parent / "config"
+FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38  # float32's smallest normal, largest
+
+
+def exit_quietly(signum, frame):
+    """Ctrl-C while a script is still importing (torch takes a second or two): no traceback, exit status 130."""
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+# The scripts import cli before numpy and torch, so this is in place during their slow imports; run() hands
+# Ctrl-C back to Python (KeyboardInterrupt) once main() starts. Only for our scripts run from the command line.
+if (threading.current_thread() is threading.main_thread()
+        and Path(getattr(sys.modules.get("__main__"), "__file__", None) or "/").resolve().parent == PRESET_DIR.parent):
+    signal.signal(signal.SIGINT, exit_quietly)
 
 
 try:
@@ -35,6 +52,8 @@ class UserError(Exception):
 
 def run(main, argv=None):
     """Call main(argv); turn UserError and Ctrl-C into one line and an exit status."""
+    if signal.getsignal(signal.SIGINT) is exit_quietly:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return main(argv)
     except UserError as e:
@@ -45,6 +64,9 @@ def run(main, argv=None):
         sys.exit(130)
     except BrokenPipeError:  # e.g. `python sample.py | head`
         sys.exit(0)
+    finally:
+        from guards import release_locks  # (guards imports cli) the run's out_dir and data locks
+        release_locks()
 
 
 class Parser(argparse.ArgumentParser):
@@ -191,8 +213,30 @@ def check_fields(settings, positive=(), non_negative=(), choices=None, unit_inte
             raise ValueError(f"{name} must be positive, got {getattr(settings, name)}")
 
 
+def float32_problem(values):
+    """A float setting that passes a range check can still vanish in float32, the precision the model computes
+    in: 1e-320 becomes 0 (a logit_softcap of 0 divides by zero), 1e39 becomes infinity. The message, or None."""
+    for name, value in values.items():
+        if type(value) is float and value and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+            return f"{name} is {value:g}, which float32 cannot hold (it keeps {FLOAT32_TINY:.2g} to {FLOAT32_MAX:.2g})"
+    return None
+
+
+def type_problem(cls, values):
+    """A value of the wrong type for its field (a hand-edited checkpoint's n_layer 4.5 or "4", or true for an
+    int), the message, or None. An int is fine where a float is expected."""
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            expected, value = type(f.default), values[f.name]
+            if not (type(value) is expected or (expected is float and type(value) is int)):
+                return f"{f.name} should be {expected.__name__}, got {value!r}"
+    return None
+
+
 def build(cls, values, what):
     """cls(**values), with a validation failure in __post_init__ turned into a UserError."""
+    if problem := type_problem(cls, values) or float32_problem(values):
+        raise UserError(f"{what}: {problem}")
     try:
         return cls(**values)
     except (ValueError, TypeError) as e:

@@ -19,20 +19,23 @@ import os
 import sys
 from pathlib import Path
 
+import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import torch
 from torch.nn import functional as F
 
 from attention_patterns import layer_mask
 import checkpoint
+import guards
 from cli import Parser, UserError, run
-from tokenizer import UnknownCharacters, tokenizer_from_meta
+from tokenizer import TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 # Characters that are invisible as tick labels get a visible stand-in.
 SHOWN_AS = {"\n": "⏎", " ": "␣", "\t": "⇥"}
 
 
 def shown(ch):
-    return SHOWN_AS.get(ch, ch)
+    """A visible stand-in for a whitespace or control character (a byte-level BPE has tokens for all 256 bytes)."""
+    return SHOWN_AS.get(ch, ch if ch.isprintable() else ascii(ch)[1:-1])
 
 
 def new_figure(width, height, layout="constrained"):
@@ -47,16 +50,12 @@ def new_figure(width, height, layout="constrained"):
 
 
 def save_png(fig, path, dpi=100):
-    """Write atomically (temporary file, then rename), so a reader never sees half a PNG."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write atomically (temporary file, then rename), so a reader never sees half a PNG. Any failure of the disk
+    (full, read-only, a folder in the way) is one line."""
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
+        return guards.write_atomically(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+    except guards.WriteError as e:
+        raise UserError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -64,24 +63,36 @@ def save_png(fig, path, dpi=100):
 
 
 def read_metrics(out_dir):
-    """The records train.py wrote to OUT_DIR/metrics.jsonl, in order. A half-written last line (the run is
-    still writing it) is ignored; a broken line anywhere else is an error."""
+    """The records train.py wrote to OUT_DIR/metrics.jsonl, in order. Lines that are not records (a half-written
+    last line, bytes that are not UTF-8, JSON that is not an object with an integer iter and a finite train_loss)
+    are skipped, with a count on stderr: one bad line must not hide a whole run's curves."""
     path = Path(out_dir) / "metrics.jsonl"
     if not Path(out_dir).is_dir():
         raise UserError(f"{out_dir} is not a folder (give the --out_dir of a training run)")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UserError(f"{path} not found: train there first (python train.py --out_dir {out_dir})")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = checkpoint.read_metrics_lines(path)
     records = []
-    for number, line in enumerate(lines, start=1):
+    for line in lines:
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise UserError(f"{path} line {number} is not JSON") from None
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if is_metrics_record(record):
+            records.append(record)
+    if len(lines) > len(records):
+        print(f"note: skipped {len(lines) - len(records)} line(s) of {path} that are not metrics records",
+              file=sys.stderr)
     if not records:
-        raise UserError(f"{path} is empty: the run has not logged anything yet")
+        raise UserError(f"{path} is empty (no metrics records): the run has not logged anything yet")
     return records
+
+
+def is_metrics_record(record):
+    """An object with an integer iter and the numbers loss_curves draws (evaluation lines have a val_loss)."""
+    keys = ("tokens", "train_loss", "val_loss") if isinstance(record, dict) and "val_loss" in record else \
+        ("tokens", "train_loss", "lr")
+    return checkpoint.is_record(record) and all(type(record.get(key)) in (int, float) for key in keys)
 
 
 def loss_curves(records):
@@ -232,13 +243,23 @@ def encode_text(tokenizer, text, block_size):
     return torch.tensor([ids[-block_size:]], dtype=torch.long)  # (1, T)
 
 
-def draw_attention(maps, chars, path, dpi=100):
-    """maps: (n_layer, nh, T, T) for one text; chars: its T characters. One heatmap per layer (rows) and head
-    (columns). In each, row = the position that asks (query), column = the position it reads (key)."""
+def token_labels(tokenizer, ids):
+    """Each token as text, for tick labels: a character (char), or the piece of text a BPE token stands for, with
+    invisible characters shown; bytes that are only part of a UTF-8 character become U+FFFD."""
+    labels = []
+    for token_id in ids:
+        text = tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
+        labels.append("".join(shown(ch) for ch in text))
+    return labels
+
+
+def draw_attention(maps, labels, path, dpi=100):
+    """maps: (n_layer, nh, T, T) for one text; labels: its T tokens as text (token_labels). One heatmap per layer
+    (rows) and head (columns). In each, row = the position that asks (query), column = the position it reads."""
     n_layer, n_head, T, _ = maps.shape
     fig = new_figure(3.2 * n_head + 1.0, 3.2 * n_layer + 0.4)
     axes = fig.subplots(n_layer, n_head, squeeze=False)
-    labels = [shown(c) for c in chars]
+    labels = [shown(c) for c in labels]
     fontsize = max(3, min(9, 220 // T))  # as large as fits: 8 points for 27 characters, 3 for 64
     for layer in range(n_layer):
         for head in range(n_head):
@@ -256,6 +277,14 @@ def draw_attention(maps, chars, path, dpi=100):
     return save_png(fig, path, dpi)
 
 
+def tokenizer_of(state):
+    """The checkpoint's tokenizer (gpt2's needs tiktoken's cached file: one line if it is missing)."""
+    try:
+        return tokenizer_from_meta(state["meta"])
+    except TokenizerUnavailable as e:
+        raise UserError(str(e)) from None
+
+
 def load_checkpoint_arg(ckpt):
     """--ckpt is a run's folder (its ckpt.pt is read) or a checkpoint file."""
     path = checkpoint.resolve(ckpt) if Path(ckpt).is_dir() else Path(ckpt)
@@ -268,10 +297,11 @@ def load_checkpoint_arg(ckpt):
 
 def attention_command(args):
     state, model, run_dir = load_checkpoint_arg(args.ckpt)
-    tokenizer = tokenizer_from_meta(state["meta"])
+    tokenizer = tokenizer_of(state)
     idx = encode_text(tokenizer, args.text, model.config.block_size)  # (1, T)
     maps = attention_maps(model, idx)[:, 0]  # (n_layer, nh, T, T)
-    print(f"wrote {draw_attention(maps, tokenizer.decode(idx[0].tolist()), args.out or run_dir / 'attention.png')}")
+    labels = token_labels(tokenizer, idx[0].tolist())  # one per token (a BPE token can be a whole word)
+    print(f"wrote {draw_attention(maps, labels, args.out or run_dir / 'attention.png')}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,14 +326,24 @@ def position_similarity(weight):
     return unit @ unit.T  # (T, T)
 
 
+MAX_LABELS = 400  # a 50,257-token vocabulary cannot be read as text anyway: label an even sample of the tokens
+
+
+def labelled_tokens(vocab_size):
+    """The token ids whose label is drawn: all of a small vocabulary, every k-th of a large one."""
+    return list(range(0, vocab_size, math.ceil(vocab_size / MAX_LABELS)))
+
+
 def draw_embeddings(model, vocab, path, dpi=100):
+    """vocab: every token as text (token_labels). All tokens are points; at most MAX_LABELS carry their text."""
     coords, explained = embedding_pca(model.token_embedding.weight)
     learned_positions = model.config.pos_emb == "learned"  # a rotary model has no table of position vectors
     similarity = position_similarity(model.position_embedding.weight) if learned_positions else None
     fig = new_figure(12, 5.4)
     chars_ax, pos_ax = fig.subplots(1, 2, width_ratios=[1.15, 1])
-    chars_ax.scatter(coords[:, 0], coords[:, 1], s=0)  # invisible points: they set the axis limits
-    for (x, y), ch in zip(coords.tolist(), vocab):
+    chars_ax.scatter(coords[:, 0], coords[:, 1], s=0 if len(vocab) <= MAX_LABELS else 1, color="lightgrey")
+    for token_id in labelled_tokens(len(vocab)):
+        (x, y), ch = coords[token_id].tolist(), vocab[token_id]
         color = "C0" if ch.islower() else "C3" if ch.isupper() else "C2" if ch.isdigit() else "black"
         chars_ax.text(x, y, shown(ch), ha="center", va="center", fontsize=10, color=color)
     chars_ax.set_title(f"character embeddings, PCA to 2-D ({100 * explained:.0f}% of the variance)\n"
@@ -326,7 +366,8 @@ def draw_embeddings(model, vocab, path, dpi=100):
 
 def embeddings_command(args):
     state, model, run_dir = load_checkpoint_arg(args.ckpt)
-    print(f"wrote {draw_embeddings(model, state['meta']['vocab'], args.out or run_dir / 'embeddings.png')}")
+    labels = token_labels(tokenizer_of(state), range(model.config.vocab_size))
+    print(f"wrote {draw_embeddings(model, labels, args.out or run_dir / 'embeddings.png')}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -9,18 +9,26 @@ prepare.py -- turn a text file into the integer sequences train.py reads.
 Writes into --out_dir:
     train.bin  the first 90% of the characters of the text, encoded: one uint16 per token
     val.bin    the last 10%, encoded on its own
-    meta.json  the tokenizer (what is needed to rebuild it), characters and tokens of each split, sha256 of the input
+    meta.json  the tokenizer (what is needed to rebuild it), characters and tokens of each split, sha256 of the
+               input, and each .bin file's size and checksum (train.py checks them before it trains)
     bpe.tiktoken  (bpe only) the learned tokens in tiktoken's rank-file format, for use outside babygpt
+
+Every file is written under a temporary name and renamed into place, meta.json last (the old one is removed
+first): killed at any moment, the folder holds the old data set, or the new one, or no meta.json at all --
+never new tokens described by an old meta.json. A lock file stops a prepare into a folder a training reads.
 """
 
 import hashlib
 import json
+import os
 import sys
 import urllib.request
 from pathlib import Path
 
+import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import numpy as np
 
+import guards
 from cli import Parser, UserError, run
 from bpe import save_ranks, train_bpe
 from tokenizer import META_FORMAT, META_VERSION, BPETokenizer, CharTokenizer, GPT2Tokenizer, TokenizerUnavailable
@@ -42,15 +50,21 @@ def download_shakespeare(path):
             f"could not download Tiny Shakespeare ({getattr(e, 'reason', e)}); "
             f"copy its input.txt to {path} by hand, or use --input FILE"
         ) from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        guards.write_atomically(path, lambda f: f.write(data))  # never half a text that looks whole
+    except (OSError, guards.WriteError) as e:
+        raise UserError(f"cannot save Tiny Shakespeare: {getattr(e, 'strerror', None) or e}") from None
+
+
+BYTES_PER_CHARACTER = 16  # what preparing costs in memory per byte of input: the bytes, the str, the ids
 
 
 def read_text(path):
     """Read a UTF-8 text file, or raise UserError saying why it cannot be used."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"input file {path} not found" if not path.exists() else f"{path} is not a file")
+    path = guards.regular_file(path, "input file")
+    guards.check_memory(BYTES_PER_CHARACTER * path.stat().st_size, f"preparing {path} "
+                        f"({guards.gigabytes(path.stat().st_size)})", "split the text into smaller files")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -97,25 +111,79 @@ def prepare(text, out_dir, source_name="input", tokenizer="char", vocab_size=512
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        train_ids.tofile(out_dir / "train.bin")
-        val_ids.tofile(out_dir / "val.bin")
-        if tokenizer.kind == "bpe":
-            save_ranks(tokenizer.ranks, out_dir / "bpe.tiktoken")
-        meta = {
-            "format": META_FORMAT,
-            "version": META_VERSION,
-            **tokenizer.to_meta(),
-            "train_chars": len(train_text),
-            "val_chars": len(val_text),
-            "train_tokens": len(train_ids),
-            "val_tokens": len(val_ids),
-            "input_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "source": source_name,
-        }
-        (out_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
+    lock_data_dir(out_dir, exclusive=True)
+    try:
+        return write_data_set(out_dir, tokenizer, train_text, val_text, train_ids, val_ids, text, source_name)
+    finally:
+        guards.unlock_folder(out_dir)
+
+
+def write_data_set(out_dir, tokenizer, train_text, val_text, train_ids, val_ids, text, source_name):
+    """train.bin, val.bin (and bpe.tiktoken) under temporary names, then renamed into place, meta.json last."""
+    meta = {
+        "format": META_FORMAT,
+        "version": META_VERSION,
+        **tokenizer.to_meta(),
+        "train_chars": len(train_text),
+        "val_chars": len(val_text),
+        "train_tokens": len(train_ids),
+        "val_tokens": len(val_ids),
+        "input_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "source": source_name,
+        "files": {},
+    }
+    try:
+        # every file under a temporary name first (a full disk fails here, with the old data set untouched) ...
+        staged = {name: Path(guards.write_atomically(out_dir / (name + ".new"), write))
+                  for name, write in (("train.bin", train_ids.tofile), ("val.bin", val_ids.tofile))}
+        if tokenizer.kind == "bpe":
+            staged["bpe.tiktoken"] = out_dir / "bpe.tiktoken.new"
+            save_ranks(tokenizer.ranks, staged["bpe.tiktoken"])
+        for name in ("train.bin", "val.bin"):
+            meta["files"][name] = {"bytes": staged[name].stat().st_size, "checksum": guards.file_checksum(staged[name])}
+        meta_text = json.dumps(meta, ensure_ascii=False, indent=1) + "\n"
+        # ... then the renames, meta.json last: until it is back, train.py says "run prepare.py"
+        (out_dir / "meta.json").unlink(missing_ok=True)
+        for name, path in staged.items():
+            path.replace(out_dir / name)
+        guards.write_atomically(out_dir / "meta.json", lambda f: f.write(meta_text.encode("utf-8")))
+    except (guards.WriteError, OSError) as e:
+        for name in ("train.bin", "val.bin", "bpe.tiktoken"):
+            guards.discard(out_dir / (name + ".new"))
+        raise UserError(f"cannot write to {out_dir}: {e.strerror if isinstance(e, OSError) else e}") from None
     return meta
+
+
+def lock_data_dir(data_dir, exclusive):
+    """prepare.py holds DATA_DIR's lock alone; a training shares it while it reads the folder."""
+    hint = ("let the training finish (or stop it) before preparing into this folder, or use another --out_dir"
+            if exclusive else "wait for prepare.py to finish")
+    guards.lock_folder(data_dir, exclusive, hint)
+
+
+def verify_split(data_dir, split):
+    """DATA_DIR/{split}.bin, checked against meta.json before train.py maps it: a regular file of whole uint16
+    tokens, of the size meta.json records, with the checksum it records (prepare.py from before checksums
+    recorded only the token counts). Returns its path."""
+    data_dir = Path(data_dir)
+    path = data_dir / f"{split}.bin"
+    if not os.path.lexists(path):
+        raise UserError(f"{path} not found: run `python prepare.py --out_dir {data_dir}` first")
+    guards.regular_file(path, "data file")
+    meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))  # already validated by read_meta
+    size, again = path.stat().st_size, f"run prepare.py again for {data_dir}"
+    if size % 2:
+        raise UserError(f"{path} has an odd size ({size:,} bytes) but holds 2-byte tokens: it is damaged; {again}")
+    if size != 2 * meta[f"{split}_tokens"]:
+        raise UserError(f"{path} holds {size // 2:,} tokens but meta.json says {meta[f'{split}_tokens']:,} (cut short, "
+                        f"or from another prepare); {again}")
+    entry = meta["files"].get(f"{split}.bin") if isinstance(meta.get("files"), dict) else None
+    recorded = entry.get("checksum") if isinstance(entry, dict) else None
+    if recorded and guards.file_checksum(path) != recorded:
+        raise UserError(f"{path} does not match the checksum in meta.json (changed since prepare.py wrote it); {again}")
+    return path
 
 
 def main(argv=None):

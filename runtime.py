@@ -9,12 +9,14 @@ train.py calls each of these in one line:
     StopSignal               Ctrl-C / SIGTERM set a flag; the loop saves and stops between two steps
     Progress                 the progress bar (or a printed line per log interval) and the speed in ms per step
     diverged_message         the one line for a run whose loss or weights stopped being finite
-    shut_down                leave the process group
+    check_model_fits         the memory a model (and a batch) would need, checked before a single tensor is made
+    shut_down                leave the process group, drop the out_dir and data locks
 """
 
 import contextlib
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -26,6 +28,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import guards
 from cli import UserError
 
 
@@ -61,6 +64,8 @@ def set_up(cfg):
     rank, world_size, ddp_device = setup_distributed()
     device = ddp_device or pick_device(cfg.device)
     device_type = device.split(":")[0]
+    if cfg.threads > (os.cpu_count() or 1):
+        raise UserError(f"--threads {cfg.threads} is more than the {os.cpu_count()} CPUs of this machine")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if device_type == "cuda":
@@ -200,6 +205,38 @@ def any_rank_says(flag, machine):
 def shut_down(machine):
     if machine.world_size > 1:
         dist.destroy_process_group()
+    guards.release_locks()
+
+
+PYTHON_BYTES_PER_LAYER = 64 << 10  # the Python objects of one block (modules, parameters): ~tens of KB
+
+
+def memory_needed(config, batch_size, training=True):
+    """A generous estimate, in bytes, of what a GPT of this config needs: the weights (x4 when training: gradients
+    and AdamW's two moments) plus, for a batch, the activations kept for backward (~20 floats per token, layer
+    and channel; the explicit attention's (T, T) maps; the logits, their softmax and its gradient)."""
+    C, L, T, V = config.n_embd, config.n_layer, config.block_size, config.vocab_size
+    params = V * C * (1 if config.tie_head else 2) + (T * C if config.pos_emb == "learned" else 0) \
+        + L * (12 * C * C + 13 * C) + 2 * C
+    weights = 4 * params * (4 if training else 1) + L * (PYTHON_BYTES_PER_LAYER + T * T)
+    tokens = batch_size * T
+    attention_maps = 3 * config.n_head * T if config.attn_impl == "explicit" else 0
+    activations = 4 * tokens * (L * (20 * C + attention_maps) + 3 * V)
+    return params, weights + activations
+
+
+def check_model_fits(config, batch_size, device):
+    """Refuse, before any tensor is made, a model (and batch) that cannot fit in the device's free memory."""
+    params, needed = memory_needed(config, batch_size, training=batch_size > 0)
+    if device.startswith("cuda"):
+        available = torch.cuda.mem_get_info(torch.device(device))[0]
+        if needed > available:
+            raise UserError(f"{params:,} parameters with batch_size {batch_size} need about "
+                            f"{guards.gigabytes(needed)} but {device} has {guards.gigabytes(available)} free; use a "
+                            f"smaller --n_embd, --n_layer, --block_size or --batch_size")
+        return
+    what = f"{params:,} parameters" + (f" with batch_size {batch_size}" if batch_size else "")
+    guards.check_memory(needed, what, "use a smaller --n_embd, --n_layer, --block_size or --batch_size")
 
 
 class Progress:
@@ -275,9 +312,9 @@ def farewell(stopped, signal_name, iter_num, out_dir, seconds, best_val_loss):
     """The run's last line: how to continue a stopped run, or where a finished one's checkpoints are."""
     if stopped:  # under torchrun, a rank that was told to stop by another one has no signal name of its own
         return (f"stopped by {signal_name or 'a signal'} at iteration {iter_num}; saved {Path(out_dir) / 'last.pt'}. "
-                f"Continue with: python train.py --out_dir {out_dir} --resume")
+                f"Continue with: python train.py --out_dir {shlex.quote(str(out_dir))} --resume")
     return (f"done: {iter_num} iterations in {seconds:.1f} s, best val loss {best_val_loss:.4f}; checkpoints in "
-            f"{out_dir}/ (sample with: python sample.py --out_dir {out_dir})")
+            f"{out_dir}/ (sample with: python sample.py --out_dir {shlex.quote(str(out_dir))})")
 
 
 def diverged_message(what, iter_num, cfg, dtype, last_saved):

@@ -17,10 +17,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import torch
 
 import checkpoint
 import engine
+import guards
 from cli import Parser, UserError, add_dataclass_flags, build, run
 from runtime import pick_device
 from tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
@@ -74,7 +76,7 @@ def read_prompt(start):
         return start
     path = Path(start[len("FILE:") :])
     try:
-        return path.read_text(encoding="utf-8")
+        return guards.regular_file(path, "prompt file").read_text(encoding="utf-8")  # a FIFO would never end
     except FileNotFoundError:
         raise UserError(f"prompt file {path} not found") from None
     except UnicodeDecodeError:

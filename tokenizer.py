@@ -12,6 +12,7 @@ Because the tokenizers cut text differently, compare models in bits per characte
 """
 
 import codecs
+import hashlib
 import json
 import math
 import os
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import tiktoken
 
+import guards
 from bpe import SPLIT_PATTERNS, ranks_from_base64, ranks_to_base64
+from cli import UserError
 
 META_FORMAT = "babygpt-meta"
 META_VERSION = 1
@@ -103,7 +106,11 @@ class GPT2Tokenizer(TiktokenTokenizer):
     ENCODING = "r50k_base"
     VOCAB_SIZE = 50257  # the 256 bytes, 50,000 merges, and <|endoftext|> (id 50256)
 
+    EXPECTED_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"  # tiktoken_ext's
+    URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
+
     def __init__(self):
+        self.check_cached_file()
         try:
             super().__init__(tiktoken.get_encoding(self.ENCODING))
         except (OSError, ValueError) as e:  # requests' connection errors are OSErrors; a bad hash is a ValueError
@@ -113,6 +120,23 @@ class GPT2Tokenizer(TiktokenTokenizer):
                 f"cannot load GPT-2's tokenizer ({self.ENCODING}): it is not in {cache} and downloading it failed "
                 f"({reason}); connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder holding "
                 f"tiktoken's cached {self.ENCODING} file") from None
+
+    @classmethod
+    def check_cached_file(cls):
+        """tiktoken deletes a cached file whose hash is wrong and then tries to download it again; offline that
+        reads as "not in the cache". Look first, and name the damaged file instead (it is left in place)."""
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+        path = Path(cache) / hashlib.sha1(cls.URL.encode()).hexdigest() if cache else None
+        if path is None or not path.is_file():
+            return
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise TokenizerUnavailable(f"cannot read tiktoken's cached {cls.ENCODING} file {path}: {e.strerror}") from None
+        if digest != cls.EXPECTED_SHA256:
+            raise TokenizerUnavailable(f"tiktoken's cached {cls.ENCODING} file {path} is damaged or altered (its sha256 "
+                                       f"is not the published one); replace it with a good copy or delete it and "
+                                       f"connect to the internet once")
 
     def to_meta(self):
         return {"tokenizer": self.kind, "encoding": self.ENCODING, "vocab_size": self.VOCAB_SIZE}
@@ -197,6 +221,9 @@ def validate_meta(meta, source):
     vocab = meta.get("vocab")
     if not isinstance(vocab, list) or not all(isinstance(ch, str) and len(ch) == 1 for ch in vocab):
         raise ValueError(f"{source}: 'vocab' must be a list of single characters")
+    surrogates = [ch for ch in vocab if "\ud800" <= ch <= "\udfff"]  # JSON can spell them; no text holds them
+    if surrogates:
+        raise ValueError(f"{source}: 'vocab' holds {ascii(surrogates[0])}, half of a UTF-16 pair: not a character")
     if len(set(vocab)) != len(vocab):
         raise ValueError(f"{source}: 'vocab' has repeated characters")
     if type(meta.get("vocab_size")) is not int or meta["vocab_size"] != len(vocab):  # `type is int`: True == 1 otherwise
@@ -242,11 +269,16 @@ def validate_bpe_meta(meta, source):
 
 def read_meta(data_dir):
     """Load and validate DATA_DIR/meta.json."""
+    guards.folder(data_dir, "data folder")
     path = Path(data_dir) / "meta.json"
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        meta = json.loads(guards.regular_file(path, "meta file").read_text(encoding="utf-8"))
+    except UserError as e:
+        if os.path.lexists(path):
+            raise ValueError(str(e)) from None
         raise FileNotFoundError(f"{path} not found: run `python prepare.py --out_dir {data_dir}` first") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e})") from None
     validate_meta(meta, str(path))

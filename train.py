@@ -11,23 +11,23 @@ train.py -- train a GPT on the integer sequences written by prepare.py. One loop
 
 Settings: the defaults below < config/PRESET.toml (cpu unless --preset says otherwise) < the command line.
 Ctrl-C (or SIGTERM) saves OUT_DIR/last.pt and exits. Writes ckpt.pt (the best), last.pt and metrics.jsonl.
-Read the data (get_batch), the schedule, evaluation, then main(): its loop is fenced by two comment lines. The
-machinery it calls in one line each is in runtime.py (devices, torchrun, signals) and checkpoint.py (all
-that is written into out_dir): skip both on a first read.
+Read the data (get_batch), the schedule, evaluation, then main(): its loop is fenced by two comment lines. Its
+machinery (runtime.py: devices, torchrun, signals; checkpoint.py: out_dir) can be skipped on a first read.
 """
 
 import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import checkpoint
 import plot
+import prepare
 import runtime
 from cli import (UserError, add_dataclass_flags, build, check_fields, check_preset_agrees, load_preset, preset_parser,
                  run)
@@ -108,7 +108,7 @@ def resolve_settings(argv):
     flags = vars(parser.parse_args(argv))  # only what the user typed: defaults are SUPPRESSed
     preset, resumed = flags.pop("preset", None), None
     if flags.get("resume", False):
-        resumed = checkpoint.load_for_resume(flags.get("out_dir", DEFAULTS["out_dir"]), flags, MODEL_FLAGS)
+        resumed = checkpoint.load_for_resume(flags, DEFAULTS["out_dir"], MODEL_FLAGS)  # sets flags["out_dir"]
         # DEFAULTS first: a checkpoint from before a setting existed resumes with that setting's default
         saved = {**DEFAULTS, **resumed["model_config"], **resumed["train_config"]}
         if preset:  # the first command again, with --resume added: fine if the preset (and its model) agrees
@@ -127,7 +127,8 @@ def resolve_settings(argv):
 
 
 def load_vocabulary(data_dir):
-    """meta.json of the data folder, and the tokenizer it describes."""
+    """meta.json of the data folder and its tokenizer; the folder stays locked against a prepare.py into it."""
+    prepare.lock_data_dir(data_dir, exclusive=False)
     try:
         meta = read_meta(data_dir)
         return meta, tokenizer_from_meta(meta)
@@ -136,11 +137,9 @@ def load_vocabulary(data_dir):
 
 
 def load_split(data_dir, split, block_size, vocab_size=None):
-    """Memory-map DATA_DIR/{split}.bin (uint16 token ids). With vocab_size, check that every id is a row of the
-    embedding table (an id from another meta.json would fail deep inside the model, at the batch that has it)."""
-    path = Path(data_dir) / f"{split}.bin"
-    if not path.is_file():
-        raise UserError(f"{path} not found: run `python prepare.py --out_dir {data_dir}` first")
+    """Memory-map DATA_DIR/{split}.bin (uint16 token ids), checked: a regular file of the size and checksum that
+    meta.json records, and (with vocab_size) ids that are rows of the embedding table, not from another meta.json."""
+    path = prepare.verify_split(data_dir, split)
     data = np.memmap(path, dtype=np.uint16, mode="r") if path.stat().st_size else np.zeros(0, np.uint16)
     if len(data) < block_size + 1:
         raise UserError(f"{path} has {len(data)} tokens; block_size {block_size} needs at least {block_size + 1} "
@@ -213,8 +212,7 @@ def estimate_loss(model, splits, cfg, block_size, device, autocast):
 
 
 def sample_text(model, tokenizer, num_tokens, device, seed):
-    """A short sample from a newline, to watch the model learn. Uses its own generator: training's random
-    stream is left as it was."""
+    """A short sample from a newline, to watch the model learn (its own generator: training's stream is kept)."""
     model.eval()
     start = tokenizer.encode("\n", unknown="skip") or [0]
     idx = torch.tensor([start], dtype=torch.long, device=device)
@@ -235,6 +233,7 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
         raise UserError(runtime.diverged_message(f"the evaluation loss is {losses['val']}", iter_num, cfg,
                                                  machine.dtype, saver.last_saved))
     improved = saver.record(losses["val"])
+    saver.save(iter_num, saver.rng_now(), also_best=improved)  # before the line below says "saved"
     # Loss per token depends on the tokenizer; bits per character of the same validation text does not: the mean
     # loss per token times val_tokens estimates the total nats of the val text's val_chars characters.
     val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])
@@ -247,7 +246,6 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     if cfg.sample_chars:
         text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed)
         tqdm.write("sample: " + text.replace("\n", "\n        "))
-    saver.save(iter_num, saver.rng_now(), also_best=improved)
 
 
 def main(argv=None):
@@ -260,6 +258,7 @@ def main(argv=None):
     meta, tokenizer = load_vocabulary(cfg.data_dir)
     model_config = build(GPTConfig, {**model_values, "vocab_size": meta["vocab_size"]}, "invalid model setting")
     block_size = model_config.block_size
+    runtime.check_model_fits(model_config, cfg.batch_size, machine.device)  # one line, not a MemoryError, if not
     splits = {split: load_split(cfg.data_dir, split, block_size, meta["vocab_size"]) for split in ("train", "val")}
     checkpoint.prepare_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite, machine)
 
@@ -273,7 +272,7 @@ def main(argv=None):
     first_slot = machine.rank * local_steps
     data_generators = [torch.Generator().manual_seed(cfg.seed + first_slot + i) for i in range(local_steps)]
     saver = checkpoint.Saver(cfg.out_dir, model, optimizer, model_config, cfg, meta, machine, data_generators)
-    iter_num = saver.restore(resumed, first_slot) if resumed else 0
+    iter_num = saver.restore(resumed, first_slot, cfg.max_iters) if resumed else 0
     resumed_at = iter_num if resumed else None  # no evaluation right after a resume: last.pt has its numbers
     # checkpoints always save the plain `model`; eval_model may be its torch.compile'd twin (same weights)
     eval_model = runtime.maybe_compile(model, get_batch(splits["train"], 2, block_size, torch.Generator()), machine)

@@ -9,18 +9,24 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+import checkpoint
+import plot
 import prepare
 import sample
 import train
 from cli import run
+from conftest import TINY
 from model import GPTConfig
 from tokenizer import CharTokenizer, read_meta, tokenizer_from_meta, validate_meta
 
@@ -209,3 +215,157 @@ def test_cli_rejects_junk_values_with_a_message_that_names_the_flag(flag, value,
     code, _, err = run_cli(train.main, [f"--{flag}={value}", "--data_dir", tmp_path / "nowhere",
                                         "--out_dir", tmp_path / "out"], capsys)
     assert code == 2 and flag in err, err
+
+
+# -- the kinds of a hostile world (issue 16): special files, hand-edited configs, float32 underflow, resource
+#    flags, invalid Unicode, metrics lines that are JSON but not records
+
+def make_special(path, kind):
+    """Put at `path` something that is not a regular file (or nothing at all)."""
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would block forever
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "/dev/null":
+        path.symlink_to("/dev/null")
+    elif kind == "symlink loop":
+        path.symlink_to(path)
+    elif kind == "dangling symlink":
+        path.symlink_to(path.with_name("nowhere"))
+
+
+SPECIAL_KINDS = ["fifo", "folder", "/dev/null", "symlink loop", "dangling symlink", "missing"]
+
+
+@fuzz(30)
+@given(kind=st.sampled_from(SPECIAL_KINDS), target=st.sampled_from(["input", "meta.json", "train.bin", "val.bin",
+                                                                    "checkpoint", "metrics.jsonl", "prompt"]))
+def test_a_special_file_where_a_regular_file_belongs_is_one_line_never_a_hang(kind, target, slice_dir, trained_run,
+                                                                            capsys):
+    work = Path(tempfile.mkdtemp())
+    if target == "input":
+        make_special(work / "in.txt", kind)
+        code, _, err = run_cli(prepare.main, ["--input", work / "in.txt", "--out_dir", work / "out"], capsys)
+    elif target in ("meta.json", "train.bin", "val.bin"):
+        shutil.copytree(slice_dir, work / "data", ignore=shutil.ignore_patterns(".babygpt.lock"))
+        (work / "data" / target).unlink()
+        make_special(work / "data" / target, kind)
+        code, _, err = run_cli(train.main, ["--data_dir", work / "data", "--out_dir", work / "out", "--max_iters", 1,
+                                            *TINY], capsys)
+    elif target == "checkpoint":
+        make_special(work / "x.pt", kind)
+        code, _, err = run_cli(sample.main, ["--ckpt", work / "x.pt"], capsys)
+    elif target == "prompt":
+        make_special(work / "prompt.txt", kind)
+        code, _, err = run_cli(sample.main, ["--out_dir", trained_run, f"--start=FILE:{work / 'prompt.txt'}"], capsys)
+    else:
+        (work / "run").mkdir()
+        make_special(work / "run" / "metrics.jsonl", kind)
+        code, _, err = run_cli(plot.main, ["loss", work / "run", "--out", work / "loss.png"], capsys)
+    assert code == 2
+    if kind == "symlink loop":
+        assert "symbolic link loop" in err
+    elif kind not in ("missing", "dangling symlink"):
+        assert "not a regular file" in err or "is a folder" in err
+
+
+@pytest.fixture(scope="module")
+def trained_state(trained_run):
+    return torch.load(trained_run / "ckpt.pt", weights_only=True)
+
+
+config_values = st.one_of(st.integers(-2**70, 2**70), st.integers(0, 5000), st.floats(), st.text(max_size=5),
+                          st.booleans(), st.none(), st.lists(st.integers(0, 3), max_size=2))
+
+
+@fuzz(40)
+@given(field=st.sampled_from([f.name for f in dataclasses.fields(GPTConfig)]), value=config_values)
+@example(field="n_layer", value=10**5)  # would take minutes to build
+@example(field="n_embd", value=2**20)  # would not fit in memory
+@example(field="n_layer", value=2.0)  # a float where an int belongs
+@example(field="logit_softcap", value=1e-320)  # 0 in float32
+@example(field="attn_pattern", value="bigbird")  # a valid edit: the same weights, another mask; it samples
+def test_a_hand_edited_checkpoint_config_is_refused_in_one_line_or_samples(field, value, trained_state, tmp_path,
+                                                                           capsys):
+    state = {**trained_state, "model_config": {**trained_state["model_config"], field: value}}
+    torch.save(state, tmp_path / "edited.pt")
+    code, _, err = run_cli(sample.main, ["--ckpt", tmp_path / "edited.pt", "--max_new_tokens", 3], capsys)
+    event(f"exit status {code}")
+    if code:
+        assert "edited.pt" in err
+    if (field, value) == ("attn_pattern", "bigbird"):
+        assert code == 0
+
+
+FLOAT_FLAGS = sorted(f.name for f in [*dataclasses.fields(GPTConfig), *dataclasses.fields(train.TrainConfig)]
+                     if type(f.default) is float)
+
+
+@fuzz(30)
+@given(flag=st.sampled_from(FLOAT_FLAGS),
+       value=st.one_of(st.floats(5e-324, 1.1e-38), st.floats(3.5e38, 1.7e308)))
+@example(flag="logit_softcap", value=1e-320)
+def test_a_float_setting_float32_cannot_hold_is_refused_by_name(flag, value, slice_dir, tmp_path, capsys):
+    code, _, err = run_cli(train.main, [f"--{flag}={value!r}", "--data_dir", slice_dir, "--out_dir", tmp_path / "o",
+                                        *TINY], capsys)
+    assert code == 2 and flag in err, err
+
+
+@fuzz(25)
+@given(flag=st.sampled_from(["n_embd", "n_layer", "block_size", "batch_size", "threads"]),
+       value=st.integers(10**7, 10**15))
+@example(flag="n_embd", value=131072)
+def test_resource_flags_beyond_the_machine_are_refused_before_anything_is_allocated(flag, value, slice_dir, tmp_path,
+                                                                                     capsys):
+    extra = ["--n_head", 1] if flag == "n_embd" else []
+    code, _, err = run_cli(train.main, [*TINY, f"--{flag}", value, *extra, "--data_dir", slice_dir,
+                                        "--out_dir", tmp_path / "o"], capsys)
+    assert code == 2 and ("needs about" in err or "CPUs" in err), err
+
+
+@fuzz(20)
+@given(surrogate=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), where=st.integers(0, 57))
+def test_a_vocabulary_with_invalid_unicode_is_refused(surrogate, where, slice_dir, trained_state, capsys):
+    work = Path(tempfile.mkdtemp())
+    shutil.copytree(slice_dir, work / "data", ignore=shutil.ignore_patterns(".babygpt.lock"))
+    meta = json.loads((work / "data" / "meta.json").read_text(encoding="utf-8"))
+    meta["vocab"][where] = surrogate
+    (work / "data" / "meta.json").write_text(json.dumps(meta), encoding="utf-8")  # JSON spells it \udxxx
+    code, _, err = run_cli(train.main, ["--data_dir", work / "data", "--out_dir", work / "o", *TINY], capsys)
+    assert code == 2 and "half of a UTF-16 pair" in err
+    state = {**trained_state, "meta": {**trained_state["meta"], "vocab": meta["vocab"]}}
+    torch.save(state, work / "x.pt")
+    code, _, err = run_cli(sample.main, ["--ckpt", work / "x.pt"], capsys)
+    assert code == 2 and "half of a UTF-16 pair" in err
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                               st.sampled_from(["iter", "tokens", "train_loss", "val_loss", "lr", "x"]), inner,
+                               max_size=4), max_leaves=6)
+junk_line = st.one_of(json_values.map(json.dumps), st.binary(max_size=12).map(lambda b: b.decode("latin-1")),
+                      st.just("\udcff")).filter(lambda line: line.splitlines() in ([line], []))  # one line each
+
+
+@fuzz(40)
+@given(junk=st.lists(st.tuples(st.integers(0, 20), junk_line), min_size=1, max_size=4))
+@example(junk=[(0, "[1, 2]"), (3, "7"), (5, '"text"'), (6, "{}"), (8, '{"iter": "1"}')])
+def test_metrics_lines_that_are_not_records_are_skipped_and_counted(junk, trained_run, capsys):
+    real = (trained_run / "metrics.jsonl").read_text().splitlines()
+    lines, added = list(real), 0
+    for position, line in junk:
+        try:
+            is_record = plot.is_metrics_record(json.loads(line))
+        except ValueError:
+            is_record = False
+        if not is_record:
+            lines.insert(min(position, len(lines)), line)
+            added += 1
+    work = Path(tempfile.mkdtemp())
+    (work / "metrics.jsonl").write_bytes("\n".join(lines).encode("utf-8", errors="surrogateescape") + b"\n")
+    records = plot.read_metrics(work)
+    assert records == [json.loads(line) for line in real]
+    if added:
+        assert f"skipped {added} line(s)" in capsys.readouterr().err
+    kept, dropped = checkpoint.metrics_up_to(work / "metrics.jsonl", 40)
+    assert [json.loads(line) for line in kept.splitlines()] == records and dropped == added

@@ -1,0 +1,294 @@
+"""
+guards.py -- the rules that keep a hostile world (full disks, special files, two runs at once, absurd sizes) from
+losing work or ending in a traceback. Skip on a first read: prepare.py, train.py and checkpoint.py call these in
+one line each. Only the standard library: prepare.py stays free of torch.
+
+    regular_file(path, what)       a file we are about to read must be a regular file (not a folder, FIFO, device,
+                                   symlink loop); one line saying which, never a hang or a traceback
+    folder(path, what)             the same for a folder we read from
+    write_atomically(path, write)  temporary name in the same folder, fsync, rename: the old file or the new one,
+                                   never half of one; every failure (OSError, torch's RuntimeError on a full disk)
+                                   becomes one WriteError line, and the temporary file is removed if it can be
+    FolderLock                     a lock file holding its holder's pid: a second training into a busy out_dir, or
+                                   a prepare into a data folder that a training reads, fails with one line naming
+                                   the other process
+    file_checksum(path)            a cheap CRC-32 of a data file, recorded by prepare.py and checked by train.py
+    available_memory()             bytes this process may still allocate (free RAM, cgroup and ulimit -v limits)
+"""
+
+import errno
+import os
+import stat
+import sys
+import zlib
+from pathlib import Path
+
+from cli import UserError
+
+try:
+    import fcntl  # POSIX; on Windows there is no lock (a second run there is the user's business)
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+LOCK_NAME = ".babygpt.lock"
+GB = 1024**3
+
+
+class WriteError(Exception):
+    """A file could not be written; the previous version of it (if any) is untouched."""
+
+
+def gigabytes(n_bytes):
+    return f"{n_bytes / GB:.1f} GB"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading: regular files only
+
+
+def kind_of(mode):
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def stat_or_explain(path, what):
+    """os.stat(path), or a UserError that says why not: not found, a symlink loop, permission denied..."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found") from None
+    except OSError as e:  # ELOOP (a symlink loop), EACCES, ENOTDIR (a file where a folder should be) ...
+        reason = "a symbolic link loop" if e.errno == errno.ELOOP else e.strerror
+        raise UserError(f"cannot read {what} {path}: {reason}") from None
+    except ValueError as e:  # a NUL character in the path
+        raise UserError(f"cannot read {what} {str(path)!r}: {e}") from None
+
+
+def regular_file(path, what="file"):
+    """Path(path) if it is a regular file (symlinks followed). A FIFO would block the read forever, /dev/zero
+    would never end, a folder raises IsADirectoryError: all are refused here with one line."""
+    mode = stat_or_explain(path, what).st_mode
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{what} {path} is {kind_of(mode)}, not a regular file")
+    return Path(path)
+
+
+def folder(path, what="folder"):
+    mode = stat_or_explain(path, what).st_mode
+    if not stat.S_ISDIR(mode):
+        raise UserError(f"{what} {path} is {'a file' if stat.S_ISREG(mode) else kind_of(mode)}, not a folder")
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# writing: atomically, every failure one line
+
+
+def discard(path):
+    """Remove a temporary file if we can. On a disk that turned read-only even that fails (EROFS): then there is
+    nothing more to do, and the real error is the one to report."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def write_failure(e):
+    """Why a write failed, in words. torch.save reports a full disk as `RuntimeError: ... unexpected pos ...`."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    what = str(e) if isinstance(e, OSError) else type(e).__name__  # numpy: "1003854 requested and 50000 written"
+    return f"the write failed ({what}); is the disk full or the file larger than `ulimit -f` allows?"
+
+
+def write_atomically(path, write):
+    """Call write(binary_file) on PATH.tmp, flush it to the disk, then rename it over PATH (atomic on POSIX and
+    Windows). A crash or a full disk at any moment leaves either the old file or the new one. Raises WriteError
+    for anything the disk can do; a Ctrl-C mid-write removes the temporary file and goes on as KeyboardInterrupt."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on the disk before the name points at them
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001 -- OSError, torch's RuntimeError, zipfile errors: all mean "not written"
+        discard(tmp)
+        raise WriteError(f"could not write {path}: {write_failure(e)}") from None
+    except BaseException:
+        discard(tmp)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# locks: one writer per out_dir, no prepare into a data folder that is being read
+
+
+_HELD = {}  # resolved folder -> (file descriptor, exclusive): this process's locks (re-entrant within a process)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def live_holders(fd):
+    """The lines "pid N (command)" of the lock file whose process is still alive and is not this one: a line
+    left by a process that died (kill -9 gives it no chance to clean up) is stale and dropped."""
+    try:
+        text = os.pread(fd, 1 << 16, 0).decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    lines = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "pid" and parts[1].isdigit() and int(parts[1]) != os.getpid() \
+                and pid_alive(int(parts[1])):
+            lines.append(line.strip())
+    return lines
+
+
+def lock_folder(folder_path, exclusive, busy_hint):
+    """Take FOLDER/.babygpt.lock: exclusive (a training's out_dir, a prepare's data folder) or shared (a data
+    folder a training reads). The file holds the holder's pid and command. flock() locks belong to the open file
+    and the kernel drops them when the process dies -- kill -9 included -- so a lock file left behind by a dead
+    process is stale by construction and is simply taken over. A folder we cannot write (a read-only data set)
+    cannot be locked, and nothing can prepare into it either: then reading goes on without a lock."""
+    if fcntl is None:
+        return
+    key = os.path.realpath(folder_path)
+    held = _HELD.get(key)
+    if held and (held[1] or not exclusive):
+        return  # this process already holds it (tests run several trainings in one process, one after another)
+    lock_path = Path(folder_path) / LOCK_NAME
+    try:
+        fd = held[0] if held else os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if exclusive:
+            raise UserError(f"cannot write to {folder_path}: {e.strerror}") from None
+        return
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            os.close(fd)
+            return  # a filesystem without locks (some network mounts): go on unguarded
+        holders = "; ".join(live_holders(fd)) or "another process"
+        if not held:
+            os.close(fd)
+        raise UserError(f"{folder_path} is in use by {holders}; {busy_hint}") from None
+    _HELD[key] = (fd, exclusive)
+    me = f"pid {os.getpid()} ({' '.join(['python', *sys.argv])[:200]})"
+    note = "\n".join(([] if exclusive else live_holders(fd)) + [me]) + "\n"  # readers share: each one is named
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note.encode(), 0)
+    except OSError:
+        pass  # the lock holds even if the note cannot be written
+
+
+def unlock_folder(folder_path):
+    """Drop this process's lock on one folder (prepare.py, when its files are in place)."""
+    held = _HELD.pop(os.path.realpath(folder_path), None)
+    if held:
+        os.close(held[0])
+
+
+def release_locks():
+    """Drop every lock this process holds (the end of a run; process exit does the same)."""
+    for fd, _ in _HELD.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data files: a cheap checksum
+
+
+CHECKSUM_BLOCK = 1 << 20  # 1 MiB
+CHECKSUM_BLOCKS = 64  # files up to 64 MiB are read whole; larger ones in 64 evenly spaced 1 MiB blocks
+
+
+def file_checksum(path):
+    """CRC-32 of the file (of 64 evenly spaced 1 MiB blocks for a file over 64 MiB: milliseconds either way).
+    Not a defence against an attacker (that is what the size and id checks and weights_only are for), but it
+    catches a train.bin from another prepare, or one cut short or half rewritten."""
+    size = os.path.getsize(path)
+    crc = 0
+    with open(path, "rb") as f:
+        if size <= CHECKSUM_BLOCK * CHECKSUM_BLOCKS:
+            while block := f.read(CHECKSUM_BLOCK):
+                crc = zlib.crc32(block, crc)
+        else:
+            step = (size - CHECKSUM_BLOCK) // (CHECKSUM_BLOCKS - 1)
+            for i in range(CHECKSUM_BLOCKS):
+                f.seek(i * step)
+                crc = zlib.crc32(f.read(CHECKSUM_BLOCK), crc)
+    return f"crc32:{crc:08x}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# memory: what can still be allocated
+
+
+def available_memory():
+    """Bytes this process can still allocate: the smallest of the free RAM (MemAvailable), the cgroup's limit
+    (containers) and `ulimit -v`. None if none of them can be read (then nothing is refused)."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            limits.append(max(0, int(text) - used))
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(max(0, soft - virtual_memory_used()))
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def virtual_memory_used():
+    """This process's address space now (what `ulimit -v` counts)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def check_memory(needed, what, cure):
+    """Refuse, before allocating, what cannot fit: one line with the number it would need."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"{what} needs about {gigabytes(needed)} of memory but only {gigabytes(available)} is "
+                        f"available; {cure}")
