@@ -89,9 +89,14 @@ def read_metrics(out_dir):
 
 
 def is_metrics_record(record):
-    """An object with an integer iter and the numbers loss_curves draws (evaluation lines have a val_loss)."""
-    keys = ("tokens", "train_loss", "val_loss") if isinstance(record, dict) and "val_loss" in record else \
-        ("tokens", "train_loss", "lr")
+    """An object with an integer iter and the numbers loss_curves draws. Evaluation lines have a val_loss and an
+    eval_train_loss (train_loss in files written before 2026-11-24); step lines a train_loss and an lr."""
+    if not isinstance(record, dict):
+        return False
+    if "val_loss" in record:
+        keys = ("tokens", "eval_train_loss" if "eval_train_loss" in record else "train_loss", "val_loss")
+    else:
+        keys = ("tokens", "train_loss", "lr")
     return checkpoint.is_record(record) and all(type(record.get(key)) in (int, float) for key in keys)
 
 

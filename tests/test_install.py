@@ -32,6 +32,12 @@ def test_requirements_txt_and_pyproject_list_the_same_dependencies_and_floors():
     assert pyproject["requires-python"] == ">=3.10"
 
 
+def test_pip_install_ships_every_top_level_module():
+    """A module left out of py-modules would be missing from an installed babygpt (an ImportError far away)."""
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["py-modules"]
+    assert sorted(listed) == sorted(path.stem for path in ROOT.glob("*.py"))
+
+
 def test_an_old_python_or_torch_is_refused_with_what_to_do_and_a_supported_one_passes():
     assert "needs Python 3.10 or newer, and this is 3.9.18" in environment_problem(python=(3, 9, 18))
     for old in ("2.2.2", "2.4.1+cpu", "1.13.1"):
