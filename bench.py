@@ -4,10 +4,13 @@ bench.py -- measurements that are not tests: speed, memory and time-to-loss. Pri
     python bench.py throughput --preset cpu
     python bench.py time-to-loss --target 1.88 --presets classic,cpu
     python bench.py sample
+    python bench.py peer --nanogpt PATH     # against nanoGPT itself (a checkout you provide), in turns
+    python bench.py levers                  # the classic step with one change at a time, in CPU time
 
 Results with their commands and machines are kept in docs/experiments.md.
 """
 
+import concurrent.futures
 import inspect
 import json
 import math
@@ -470,7 +473,8 @@ def timed_run(command, cwd, log_path):
     if proc.returncode:
         raise UserError(f"`{' '.join(map(str, command))}` failed (exit {proc.returncode}); its output is in {log_path}")
     print(f"  {seconds:6.1f} s  {' '.join(map(str, command))}", flush=True)
-    return {"seconds": seconds, "evals": evals, "peak_rss_mb": usage.ru_maxrss / 1024, "command": command}
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "evals": evals,
+            "peak_rss_mb": usage.ru_maxrss / 1024, "command": command}
 
 
 def prepare_nanogpt_data(nanogpt, data_dir):
@@ -515,26 +519,72 @@ def peer(args):
                    *baby_flags, *map(str, extra), "--out_dir", str(out / name), "--overwrite"]
         return timed_run(command, ours, out / f"{name}.log")
 
+    def pair(nano_run, baby_run):
+        """nanoGPT's run, then babygpt's (in turns), or both at once with --together 1: the same load either way."""
+        if not args.together:
+            return nano_run(), baby_run()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            started = pool.submit(nano_run), pool.submit(baby_run)
+            return started[0].result(), started[1].result()
+
     runs = {}
     print(f"bench.py peer: nanoGPT at {nanogpt}, {args.repeats} round(s) of {args.short} and {args.long} steps, "
-          f"then the whole runs; logs in {out}/", flush=True)
+          f"then the whole runs, {'at the same time' if args.together else 'in turns'}; logs in {out}/", flush=True)
     for round_number in range(args.repeats):  # each length of each program, in turns
         for steps in (args.short, args.long):
-            n = f"{steps}"
-            runs.setdefault(f"nanogpt-{n}", []).append(nano(f"nanogpt-{n}", f"--max_iters={steps}",
-                                                            f"--eval_interval={steps}"))
-            runs.setdefault(f"babygpt-{n}", []).append(baby(f"babygpt-{n}", "classic", "--max_iters", steps,
-                                                            "--eval_interval", steps))
-    nano_full = nano("nanogpt-classic")
-    baby_full = baby("babygpt-cpu", "cpu")
+            n, b = pair(lambda: nano(f"nanogpt-{steps}", f"--max_iters={steps}", f"--eval_interval={steps}"),
+                        lambda: baby(f"babygpt-{steps}", "classic", "--max_iters", steps, "--eval_interval", steps))
+            runs.setdefault(f"nanogpt-{steps}", []).append(n)
+            runs.setdefault(f"babygpt-{steps}", []).append(b)
+    nano_full = baby_full = None
+    if args.whole:
+        nano_full, baby_full = pair(lambda: nano("nanogpt-classic"), lambda: baby("babygpt-cpu", "cpu"))
 
-    def marginal_and_fixed(who):
-        short = statistics.median(r["seconds"] for r in runs[f"{who}-{args.short}"])
-        long = statistics.median(r["seconds"] for r in runs[f"{who}-{args.long}"])
+    def marginal_and_fixed(who, key="seconds"):
+        short = statistics.median(r[key] for r in runs[f"{who}-{args.short}"])
+        long = statistics.median(r[key] for r in runs[f"{who}-{args.long}"])
         per_step = (long - short) / (args.long - args.short)
         return 1000 * per_step, short - args.short * per_step
 
     (nano_ms, nano_fixed), (baby_ms, baby_fixed) = marginal_and_fixed("nanogpt"), marginal_and_fixed("babygpt")
+    (nano_cpu_ms, _), (baby_cpu_ms, _) = marginal_and_fixed("nanogpt", "cpu_seconds"), marginal_and_fixed("babygpt", "cpu_seconds")
+    nano_rss = statistics.median(r["peak_rss_mb"] for r in runs[f"nanogpt-{args.short}"])
+    baby_rss = statistics.median(r["peak_rss_mb"] for r in runs[f"babygpt-{args.short}"])
+    rows = [
+        (f"classic recipe, marginal time per iteration ({args.long} minus {args.short} iterations)",
+         f"{nano_ms:.1f} ms", f"{baby_ms:.1f} ms", f"{nano_ms / baby_ms:.2f}x"),
+        ("the same in CPU time (user + system, all threads: less sensitive to other programs)",
+         f"{nano_cpu_ms:.1f} ms", f"{baby_cpu_ms:.1f} ms", f"{nano_cpu_ms / baby_cpu_ms:.2f}x"),
+        ("fixed cost of a classic run (start-up, first and last evaluation, saves)",
+         f"{nano_fixed:.1f} s", f"{baby_fixed:.1f} s", f"{nano_fixed / baby_fixed:.2f}x" if baby_fixed > 0 else "-"),
+        (f"peak RSS, classic, {args.short} iterations", f"{nano_rss:.0f} MB", f"{baby_rss:.0f} MB",
+         f"{baby_rss / nano_rss:.2f}x"),
+    ]
+    result = {"nanogpt": str(nanogpt), "together": args.together, "short": args.short, "long": args.long,
+              "repeats": args.repeats, "target": args.target, "nanogpt_ms_per_iter": nano_ms, "babygpt_ms_per_iter": baby_ms,
+              "throughput_ratio": nano_ms / baby_ms, "nanogpt_cpu_ms_per_iter": nano_cpu_ms,
+              "babygpt_cpu_ms_per_iter": baby_cpu_ms, "nanogpt_fixed_s": nano_fixed, "babygpt_fixed_s": baby_fixed,
+              "nanogpt_peak_rss_mb": nano_rss, "babygpt_peak_rss_mb": baby_rss, "runs": runs}
+    if args.whole:
+        rows[3:3], whole = whole_run_rows(args, out, nanogpt, python, val_tokens, nano_full, baby_full)
+        result.update(whole)
+        result["runs"].update({"nanogpt-classic": [nano_full], "babygpt-cpu": [baby_full]})
+    print(f"\n| what ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d', time.gmtime())}, shared machine) | nanoGPT | babygpt | ratio |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print("\ncommands (the marginal runs add --max_iters/--eval_interval N, nanoGPT --out_dir, babygpt --out_dir --overwrite):")
+    print("  nanoGPT: (cd " + str(nanogpt) + " && " + " ".join(map(str, runs[f"nanogpt-{args.short}"][0]["command"][1:])) + ")")
+    print("  babygpt: python " + " ".join(map(str, runs[f"babygpt-{args.short}"][0]["command"][1:])))
+    if args.whole:
+        print("  babygpt cpu: python " + " ".join(map(str, baby_full["command"][1:])))
+    write_json(args.json or out / "peer.json", json.loads(json.dumps(result, default=str)))
+    return result
+
+
+def whole_run_rows(args, out, nanogpt, python, val_tokens, nano_full, baby_full):
+    """The table's rows for nanoGPT's whole classic run and babygpt's cpu preset, and their numbers."""
     baby_model = checkpoint.load_model(checkpoint.load(out / "babygpt-cpu" / "ckpt.pt"))
     baby_score = whole_split_loss(lambda x: baby_model(x)[0], val_tokens, baby_model.config.block_size)
     script = "import numpy as np, torch\nfrom torch.nn import functional as F\n" + \
@@ -547,8 +597,6 @@ def peer(args):
     nano_score = float(scored.stdout.strip().splitlines()[-1])
     records = [json.loads(line) for line in (out / "babygpt-cpu" / "metrics.jsonl").read_text().splitlines()]
     eval_seconds = sum(r.get("eval_seconds", 0.0) for r in records)
-    nano_rss = statistics.median(r["peak_rss_mb"] for r in runs[f"nanogpt-{args.short}"])
-    baby_rss = statistics.median(r["peak_rss_mb"] for r in runs[f"babygpt-{args.short}"])
     nano_to, baby_to = seconds_to(nano_full["evals"], args.target), seconds_to(baby_full["evals"], args.target)
 
     def s(x):
@@ -559,40 +607,85 @@ def peer(args):
     else:
         to_ratio = f">= {nano_full['seconds'] / baby_to:.2f}x" if baby_to else "-"
     rows = [
-        (f"classic recipe, marginal time per iteration ({args.long} minus {args.short} iterations)",
-         f"{nano_ms:.1f} ms", f"{baby_ms:.1f} ms", f"{nano_ms / baby_ms:.2f}x"),
-        ("fixed cost of a classic run (start-up, first and last evaluation, saves)",
-         f"{nano_fixed:.1f} s", f"{baby_fixed:.1f} s", f"{nano_fixed / baby_fixed:.2f}x" if baby_fixed > 0 else "-"),
         (f"nanoGPT classic vs babygpt `--preset cpu`: from process start to its own first printed val <= {args.target}",
          s(nano_to) + ("" if nano_to else f" (final {nano_full['evals'][-1][2]:.4f})"), s(baby_to), to_ratio),
         ("same runs: best checkpoint on the whole validation split (non-overlapping windows, one evaluator)",
          f"{nano_score:.4f}", f"{baby_score:.4f}", ""),
         ("same runs: whole run, wall", s(nano_full["seconds"]), s(baby_full["seconds"]),
          f"{nano_full['seconds'] / baby_full['seconds']:.2f}x"),
-        ("babygpt `--preset cpu`: evaluation's share of the wall time", "", 
+        ("babygpt `--preset cpu`: evaluation's share of the wall time", "",
          f"{eval_seconds:.1f} s ({eval_seconds / baby_full['seconds']:.0%})", ""),
-        (f"peak RSS, classic, {args.short} iterations", f"{nano_rss:.0f} MB", f"{baby_rss:.0f} MB",
-         f"{baby_rss / nano_rss:.2f}x"),
     ]
-    print(f"\n| what ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d', time.gmtime())}) | nanoGPT | babygpt | ratio |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print("\ncommands (the marginal runs add --max_iters/--eval_interval N, nanoGPT --out_dir, babygpt --out_dir --overwrite):")
-    print("  nanoGPT: (cd " + str(nanogpt) + " && " + " ".join(map(str, nano_full["command"][1:])) + ")")
-    print("  babygpt: python " + " ".join(map(str, baby_full["command"][1:])))
-    result = {"nanogpt": str(nanogpt), "short": args.short, "long": args.long, "repeats": args.repeats,
-              "target": args.target,
-              "nanogpt_ms_per_iter": nano_ms, "babygpt_ms_per_iter": baby_ms, "throughput_ratio": nano_ms / baby_ms,
-              "nanogpt_fixed_s": nano_fixed, "babygpt_fixed_s": baby_fixed,
-              "nanogpt_seconds_to_target": nano_to, "babygpt_cpu_seconds_to_target": baby_to,
-              "nanogpt_wall_s": nano_full["seconds"], "babygpt_cpu_wall_s": baby_full["seconds"],
-              "nanogpt_whole_val": nano_score, "babygpt_cpu_whole_val": baby_score,
-              "babygpt_cpu_eval_s": eval_seconds, "nanogpt_peak_rss_mb": nano_rss, "babygpt_peak_rss_mb": baby_rss,
-              "runs": {**runs, "nanogpt-classic": [nano_full], "babygpt-cpu": [baby_full]}}
-    write_json(args.json or out / "peer.json", json.loads(json.dumps(result, default=str)))
-    return result
+    return rows, {"nanogpt_seconds_to_target": nano_to, "babygpt_cpu_seconds_to_target": baby_to,
+                  "nanogpt_wall_s": nano_full["seconds"], "babygpt_cpu_wall_s": baby_full["seconds"],
+                  "nanogpt_whole_val": nano_score, "babygpt_cpu_whole_val": baby_score, "babygpt_cpu_eval_s": eval_seconds}
+
+
+# -- bench.py levers: what each candidate change does to the classic step, in CPU time (robust to a loaded machine)
+
+LEVERS = {  # name: what changes from train.py's classic step
+    "as train.py": {},
+    "no rng snapshot": {"rng": False},
+    "no grad clipping": {"clip": False},
+    "for-loop AdamW": {"fused": False},
+    "no biases": {"bias": False},
+    "bfloat16 autocast": {"bf16": True},
+    "torch.compile": {"compile": "default"},
+    "torch.compile max-autotune": {"compile": "max-autotune-no-cudagraphs"},
+    "bfloat16 + compile": {"bf16": True, "compile": "default"},
+}
+
+
+def levers(args):
+    """The classic step (B 12, T 64, 4x128) with one thing changed at a time, in turns, on 1 thread, timed in
+    process CPU seconds: other programs on a shared machine slow the wall clock, much less the CPU time it takes."""
+    torch.set_num_threads(1)
+    data = train.load_split(args.data_dir, "train", 64)
+    cfg, names = train.TrainConfig(), [n.strip() for n in args.levers.split(",")]
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        raise UserError(f"unknown lever {unknown[0]!r}; known: {', '.join(LEVERS)}")
+    states = {}
+    for name in names:
+        lever = {"rng": True, "clip": True, "fused": True, "bias": True, "bf16": False, "compile": None, **LEVERS[name]}
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=65, bias=lever["bias"]))
+        step_model = torch.compile(model, mode=lever["compile"], dynamic=False) if lever["compile"] else model
+        states[name] = (lever, model, step_model, train.build_optimizer(model, cfg, fused=lever["fused"]),
+                        torch.Generator().manual_seed(cfg.seed), [0])
+
+    def run_(name, iters):
+        lever, model, step_model, optimizer, generator, it = states[name]
+        autocast = runtime.autocast_context("cpu", "bfloat16" if lever["bf16"] else "float32")
+        start = time.process_time()
+        for _ in range(iters):
+            if lever["rng"]:
+                checkpoint.rng_state([generator], "cpu")
+            train.set_learning_rate(optimizer, train.learning_rate_at(it[0], cfg))
+            x, y = train.get_batch(data, cfg.batch_size, 64, generator)
+            with autocast:
+                _, loss = step_model(x, y)
+            loss.backward()
+            if lever["clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            it[0] += 1
+        return 1000 * (time.process_time() - start) / iters
+
+    for name in names:
+        run_(name, args.warmup)  # compiles, allocates
+    ms = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            ms[name].append(run_(name, args.iters))
+    base = statistics.median(ms[names[0]])
+    print(f"| lever (classic step, 1 thread, CPU ms per step, median of {args.rounds} rounds of {args.iters}) | ms | vs {names[0]} |")
+    print("|---|---|---|")
+    for name in names:
+        print(f"| {name} | {statistics.median(ms[name]):.1f} ({min(ms[name]):.1f}-{max(ms[name]):.1f}) | "
+              f"{base / statistics.median(ms[name]):.2f}x |")
+    return {name: statistics.median(v) for name, v in ms.items()}
 
 
 def _common_bench_flags(p):
@@ -641,12 +734,24 @@ def main(argv=None):
     p.add_argument("--long", type=int, default=500, help="the longer classic run, in steps (default: 500)")
     p.add_argument("--repeats", type=int, default=1, help="rounds of the two lengths; medians are used (default: 1)")
     p.add_argument("--target", type=float, default=1.88, help="the val loss whose first print is timed (default: 1.88)")
+    p.add_argument("--whole", type=int, default=1, help="0: skip the whole runs (nanoGPT's 2000 steps, babygpt's cpu "
+                                                       "preset), measuring only the classic step (default: 1)")
+    p.add_argument("--together", type=int, default=0, help="1: run each nanoGPT/babygpt pair at the same time instead "
+                                                          "of in turns (halves the wait on a busy machine) (default: 0)")
     p.add_argument("--nanogpt_flags", default="", help="extra --key=value flags for every nanoGPT run (tests: fewer steps)")
     p.add_argument("--babygpt_flags", default="", help="extra flags for every babygpt run (tests: a smaller model)")
     p.add_argument("--data_dir", default="data/shakespeare_char", help="babygpt's prepared data, with input.txt (default: data/shakespeare_char)")
     p.add_argument("--out_dir", default="out-peer", help="logs, checkpoints and peer.json (default: out-peer)")
     p.add_argument("--json", help="where to write the JSON result (default: OUT_DIR/peer.json)")
     p.set_defaults(func=peer)
+
+    p = commands.add_parser("levers", help="the classic step with one change at a time, CPU ms per step, in turns")
+    p.add_argument("--levers", default=",".join(LEVERS), help="comma-separated, the first is the baseline (default: all)")
+    p.add_argument("--iters", type=int, default=10, help="steps per timed chunk (default: 10)")
+    p.add_argument("--rounds", type=int, default=6, help="chunks per lever, in turns (default: 6)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first, compiling included (default: 5)")
+    p.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data (default: data/shakespeare_char)")
+    p.set_defaults(func=levers)
 
     args = parser.parse_args(argv)
     return args.func(args)

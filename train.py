@@ -230,20 +230,18 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     (they all take part in gathering the random streams)."""
     if not machine.master:
         return saver.save(iter_num, saver.rng_now())
-    block_size, meta, started = model.config.block_size, saver.meta, time.perf_counter()
+    block_size, meta, eval_start = model.config.block_size, saver.meta, time.perf_counter()
     losses = estimate_loss(eval_model, splits, cfg, block_size, machine.device, machine.autocast())
     if not all(math.isfinite(loss) for loss in losses.values()):  # no sample from NaNs, no checkpoint of them
         raise UserError(runtime.diverged_message(f"the evaluation loss is {losses['val']}", iter_num, cfg,
                                                  machine.dtype, saver.last_saved))
     improved = saver.record(losses["val"])
-    # Loss per token depends on the tokenizer; bits per character of the same validation text does not: the mean
-    # loss per token times val_tokens estimates the total nats of the val text's val_chars characters.
+    # Loss per token depends on the tokenizer; bits per character of the val text do not (see bits_per_character)
     val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])
-    tokens = iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size
     text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if cfg.sample_chars else None
-    metrics.write({"iter": iter_num, "tokens": tokens, "train_loss": losses["train"], "val_loss": losses["val"],
-                   "val_bpc": val_bpc, "lr": learning_rate_at(iter_num, cfg),
-                   "eval_seconds": time.perf_counter() - started})  # the losses and the sample: what the learner waits for
+    metrics.write({"iter": iter_num, "tokens": iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size,
+                   "train_loss": losses["train"], "val_loss": losses["val"], "val_bpc": val_bpc,
+                   "lr": learning_rate_at(iter_num, cfg), "eval_seconds": time.perf_counter() - eval_start})
     plot.update_loss_png(cfg.out_dir, meta["vocab_size"])  # redraw OUT_DIR/loss.png; never raises
     tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))

@@ -20,7 +20,7 @@ def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(
     shutil.copytree(ROOT / "tests" / "peer_standin", standin)
 
     result = bench.main(["peer", "--nanogpt", str(standin), "--data_dir", str(data_dir), "--out_dir", str(tmp_path / "out"),
-                         "--short", "2", "--long", "4", "--target", "100",
+                         "--short", "2", "--long", "4", "--target", "100", "--together", "1",
                          "--nanogpt_flags", "--max_iters=6 --eval_interval=3 --eval_iters=2 --batch_size=4 --block_size=16",
                          "--babygpt_flags", TINY_BABYGPT])
 
@@ -47,3 +47,9 @@ def test_the_evaluator_scores_every_token_but_the_first_once():
 
     assert bench.whole_split_loss(logits_of, tokens, 16, batch_size=2) < 1e-6
     assert torch.cat(seen).flatten().tolist() == tokens[:48]
+
+
+def test_levers_times_the_classic_step_with_one_change_at_a_time(slice_dir):
+    times = bench.main(["levers", "--levers", "as train.py,no rng snapshot,bfloat16 autocast", "--iters", "1",
+                        "--rounds", "1", "--warmup", "1", "--data_dir", str(slice_dir)])
+    assert set(times) == {"as train.py", "no rng snapshot", "bfloat16 autocast"} and all(t > 0 for t in times.values())
