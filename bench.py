@@ -445,7 +445,7 @@ NANOGPT_SCORER = """
 import sys, numpy as np, torch
 from torch.nn import functional as F
 from model import GPT, GPTConfig
-checkpoint = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+checkpoint = torch.load(sys.argv[1], map_location="cpu", weights_only=True)  # tensors and plain values only
 model = GPT(GPTConfig(**checkpoint["model_args"]))
 model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()})
 model.eval()

@@ -3,7 +3,6 @@ lines ("step N: train loss X, val loss Y" at each evaluation, "iter N: loss X" p
 (saved when the val loss improves, after step 0)."""
 import ast
 import os
-import pickle
 import sys
 
 import numpy as np
@@ -22,9 +21,9 @@ for arg in sys.argv[1:]:
     else:
         exec(open(arg).read(), {}, settings)
 data_dir = os.path.join('data', settings['dataset'])
-vocab_size = pickle.load(open(os.path.join(data_dir, 'meta.pkl'), 'rb'))['vocab_size']
 B, T = settings['batch_size'], settings['block_size']
 splits = {s: np.memmap(os.path.join(data_dir, f'{s}.bin'), dtype=np.uint16, mode='r') for s in ('train', 'val')}
+vocab_size = 1 + max(int(data.max()) for data in splits.values())  # (nanoGPT reads meta.pkl; no unpickling here)
 
 
 def get_batch(split, generator=None):
