@@ -44,7 +44,7 @@ while True:
     if iter_num % settings['eval_interval'] == 0:
         with torch.no_grad():
             fixed = torch.Generator().manual_seed(1)  # the same batches at every evaluation
-            losses = {s: np.mean([model(*get_batch(s, fixed))[1].item() for _ in range(settings['eval_iters'])])
+            losses = {s: float(np.mean([model(*get_batch(s, fixed))[1].item() for _ in range(settings['eval_iters'])]))
                       for s in splits}
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if losses['val'] < best_val_loss:
