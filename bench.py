@@ -5,12 +5,22 @@ bench.py -- measurements that are not tests: speed, memory and time-to-loss. Pri
     python bench.py time-to-loss --target 1.88 --presets classic,cpu
     python bench.py sample
     python bench.py sample --lengths 100,1000,10000 --presets cpu,cpu-sliding
+    python bench.py peer --nanogpt PATH     # against nanoGPT itself (a checkout you provide), in turns
+    python bench.py levers                  # the classic step with one change at a time, in CPU time
 
 Results with their commands and machines are kept in docs/experiments.md.
 """
 
+import concurrent.futures
+import inspect
 import json
 import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
 import statistics
 import sys
 import time
@@ -21,6 +31,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+import checkpoint
 import engine
 import runtime
 import train
@@ -49,7 +60,7 @@ class PresetRun:
         self.train_data = train.load_split(data_dir, "train", self.model_config.block_size)
         self.val_data = train.load_split(data_dir, "val", self.model_config.block_size)
         device_type = device.split(":")[0]
-        settings = runtime.system_settings(self.cfg, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+        settings = runtime.system_settings(self.cfg, device_type, runtime.fast_bf16(device_type))
         self.autocast = runtime.autocast_context(device_type, settings["dtype"])
         torch.manual_seed(self.cfg.seed)
         self.model = GPT(self.model_config).to(device)
@@ -428,7 +439,7 @@ def resident_mb():
         pages = int(Path("/proc/self/statm").read_text().split()[1])
     except (OSError, ValueError, IndexError):
         return None
-    return pages * resource.getpagesize() / 2 ** 20
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
 def time_lengths(model, lengths, kv_cache, batch, seed):
@@ -517,6 +528,279 @@ def draw_lengths(report, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return plot.save_png(fig, path, dpi=80)
+# ----------------------------------------------------------------------------------------------------------------
+# bench.py peer: babygpt against nanoGPT itself (a checkout the user provides), same machine, taking turns
+
+# nanoGPT's README recipe for a CPU ("baby GPT" shrunk to 4 layers x 128 wide, block 64, batch 12, 2000 steps)
+NANOGPT_CLASSIC = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
+                   "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
+                   "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
+# an evaluation line of either program: nanoGPT "step 250: train loss 1.9, val loss 2.0", babygpt "iter 250: ..."
+EVAL_LINE = re.compile(r"(?:step|iter) (\d+): train loss ([\d.]+), val loss ([\d.]+)")
+
+
+def whole_split_loss(logits_of, tokens, block_size, batch_size=64):
+    """The one evaluator for both programs: mean cross-entropy over the whole split, cut into non-overlapping
+    windows of block_size tokens (every token but the first is predicted exactly once). logits_of maps x (B, T)
+    to logits (B, T, V). Its source is also run inside nanoGPT's checkout, next to nanoGPT's own model.py."""
+    tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    windows = (len(tokens) - 1) // block_size
+    x = tokens[:windows * block_size].view(windows, block_size)  # (N, T)
+    y = tokens[1:windows * block_size + 1].view(windows, block_size)  # (N, T)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, windows, batch_size):
+            logits = logits_of(x[i:i + batch_size])  # (b, T, V)
+            total += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y[i:i + batch_size].reshape(-1),
+                                     reduction="sum").item()
+    return total / (windows * block_size)
+
+
+NANOGPT_SCORER = """
+import sys, numpy as np, torch
+from torch.nn import functional as F
+from model import GPT, GPTConfig
+checkpoint = torch.load(sys.argv[1], map_location="cpu", weights_only=True)  # tensors and plain values only
+model = GPT(GPTConfig(**checkpoint["model_args"]))
+model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()})
+model.eval()
+tokens = np.fromfile(sys.argv[2], dtype=np.uint16)
+# nanoGPT's forward returns every position's logits only when given targets: x itself serves
+print(whole_split_loss(lambda x: model(x, x)[0], tokens, model.config.block_size))
+"""
+
+
+def timed_run(command, cwd, log_path):
+    """Run a training program; return its wall time, the evaluations it printed (seconds from process start,
+    iteration, val loss) and its peak resident memory (from the kernel's accounting for that one process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    evals = []
+    with open(log_path, "w", encoding="utf-8") as log:
+        for line in proc.stdout:
+            log.write(line)
+            if match := EVAL_LINE.search(line):
+                evals.append((time.perf_counter() - start, int(match[1]), float(match[3])))
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise UserError(f"`{' '.join(map(str, command))}` failed (exit {proc.returncode}); its output is in {log_path}")
+    print(f"  {seconds:6.1f} s  {' '.join(map(str, command))}", flush=True)
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "evals": evals,
+            "peak_rss_mb": usage.ru_maxrss / 1024, "command": command}
+
+
+def prepare_nanogpt_data(nanogpt, data_dir):
+    """nanoGPT's own data: its prepare.py downloads input.txt unless one is there, so give it ours first. Then check
+    that both programs hold the same validation tokens (the one evaluator scores both on babygpt's val.bin)."""
+    folder = nanogpt / "data" / "shakespeare_char"
+    if not (folder / "val.bin").is_file():
+        text = Path(data_dir) / "input.txt"
+        if not text.is_file():
+            raise UserError(f"{text} not found: copy Tiny Shakespeare there (nanoGPT's prepare.py would download it)")
+        shutil.copyfile(text, folder / "input.txt")
+        subprocess.run([sys.executable, "data/shakespeare_char/prepare.py"], cwd=nanogpt, check=True,
+                       stdout=subprocess.DEVNULL)
+    ours = np.fromfile(Path(data_dir) / "val.bin", dtype=np.uint16)
+    if not np.array_equal(np.fromfile(folder / "val.bin", dtype=np.uint16), ours):
+        raise UserError(f"{folder}/val.bin and {data_dir}/val.bin differ: prepare both from the same input.txt")
+    return ours
+
+
+def seconds_to(evals, target):
+    return next((seconds for seconds, _, val in evals if val <= target), None)
+
+
+def peer(args):
+    """Runs, taking turns: nanoGPT's classic recipe and babygpt's classic preset at two lengths (their difference
+    is the marginal time per step, the rest is fixed cost), then nanoGPT's whole classic run and babygpt's cpu
+    preset; scores both best checkpoints with whole_split_loss; prints the side-by-side table."""
+    nanogpt, out = Path(args.nanogpt).resolve(), Path(args.out_dir).resolve()
+    if not (nanogpt / "train.py").is_file() or not (nanogpt / "model.py").is_file():
+        raise UserError(f"{nanogpt} is not a nanoGPT checkout (no train.py and model.py)")
+    val_tokens = prepare_nanogpt_data(nanogpt, args.data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    python, ours = sys.executable, Path(__file__).resolve().parent
+    nano_flags, baby_flags = shlex.split(args.nanogpt_flags), shlex.split(args.babygpt_flags)
+
+    def nano(name, *extra):
+        command = [python, "train.py", *NANOGPT_CLASSIC, *nano_flags, *extra, f"--out_dir={out / name}"]
+        return timed_run(command, nanogpt, out / f"{name}.log")
+
+    def baby(name, preset, *extra):
+        command = [python, str(ours / "train.py"), "--preset", preset, "--data_dir", str(Path(args.data_dir).resolve()),
+                   *baby_flags, *map(str, extra), "--out_dir", str(out / name), "--overwrite"]
+        return timed_run(command, ours, out / f"{name}.log")
+
+    def pair(nano_run, baby_run):
+        """nanoGPT's run, then babygpt's (in turns), or both at once with --together 1: the same load either way."""
+        if not args.together:
+            return nano_run(), baby_run()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            started = pool.submit(nano_run), pool.submit(baby_run)
+            return started[0].result(), started[1].result()
+
+    runs = {}
+    print(f"bench.py peer: nanoGPT at {nanogpt}, {args.repeats} round(s) of {args.short} and {args.long} steps, "
+          f"then the whole runs, {'at the same time' if args.together else 'in turns'}; logs in {out}/", flush=True)
+    for round_number in range(args.repeats):  # each length of each program, in turns
+        for steps in (args.short, args.long):
+            n, b = pair(lambda: nano(f"nanogpt-{steps}", f"--max_iters={steps}", f"--eval_interval={steps}"),
+                        lambda: baby(f"babygpt-{steps}", "classic", "--max_iters", steps, "--eval_interval", steps))
+            runs.setdefault(f"nanogpt-{steps}", []).append(n)
+            runs.setdefault(f"babygpt-{steps}", []).append(b)
+    nano_full = baby_full = None
+    if args.whole:
+        nano_full, baby_full = pair(lambda: nano("nanogpt-classic"), lambda: baby("babygpt-cpu", "cpu"))
+
+    def marginal_and_fixed(who, key="seconds"):
+        short = statistics.median(r[key] for r in runs[f"{who}-{args.short}"])
+        long = statistics.median(r[key] for r in runs[f"{who}-{args.long}"])
+        per_step = (long - short) / (args.long - args.short)
+        return 1000 * per_step, short - args.short * per_step
+
+    (nano_ms, nano_fixed), (baby_ms, baby_fixed) = marginal_and_fixed("nanogpt"), marginal_and_fixed("babygpt")
+    (nano_cpu_ms, _), (baby_cpu_ms, _) = marginal_and_fixed("nanogpt", "cpu_seconds"), marginal_and_fixed("babygpt", "cpu_seconds")
+    nano_rss = statistics.median(r["peak_rss_mb"] for r in runs[f"nanogpt-{args.short}"])
+    baby_rss = statistics.median(r["peak_rss_mb"] for r in runs[f"babygpt-{args.short}"])
+    rows = [
+        (f"classic recipe, marginal time per iteration ({args.long} minus {args.short} iterations)",
+         f"{nano_ms:.1f} ms", f"{baby_ms:.1f} ms", f"{nano_ms / baby_ms:.2f}x"),
+        ("the same in CPU time (user + system, all threads: less sensitive to other programs)",
+         f"{nano_cpu_ms:.1f} ms", f"{baby_cpu_ms:.1f} ms", f"{nano_cpu_ms / baby_cpu_ms:.2f}x"),
+        ("fixed cost of a classic run (start-up, first and last evaluation, saves)",
+         f"{nano_fixed:.1f} s", f"{baby_fixed:.1f} s", f"{nano_fixed / baby_fixed:.2f}x" if baby_fixed > 0 else "-"),
+        (f"peak RSS, classic, {args.short} iterations", f"{nano_rss:.0f} MB", f"{baby_rss:.0f} MB",
+         f"{baby_rss / nano_rss:.2f}x"),
+    ]
+    result = {"nanogpt": str(nanogpt), "together": args.together, "short": args.short, "long": args.long,
+              "repeats": args.repeats, "target": args.target, "nanogpt_ms_per_iter": nano_ms, "babygpt_ms_per_iter": baby_ms,
+              "throughput_ratio": nano_ms / baby_ms, "nanogpt_cpu_ms_per_iter": nano_cpu_ms,
+              "babygpt_cpu_ms_per_iter": baby_cpu_ms, "nanogpt_fixed_s": nano_fixed, "babygpt_fixed_s": baby_fixed,
+              "nanogpt_peak_rss_mb": nano_rss, "babygpt_peak_rss_mb": baby_rss, "runs": runs}
+    if args.whole:
+        rows[3:3], whole = whole_run_rows(args, out, nanogpt, python, val_tokens, nano_full, baby_full)
+        result.update(whole)
+        result["runs"].update({"nanogpt-classic": [nano_full], "babygpt-cpu": [baby_full]})
+    print(f"\n| what ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d', time.gmtime())}, shared machine) | nanoGPT | babygpt | ratio |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print("\ncommands (the marginal runs add --max_iters/--eval_interval N, nanoGPT --out_dir, babygpt --out_dir --overwrite):")
+    print("  nanoGPT: (cd " + str(nanogpt) + " && " + " ".join(map(str, runs[f"nanogpt-{args.short}"][0]["command"][1:])) + ")")
+    print("  babygpt: python " + " ".join(map(str, runs[f"babygpt-{args.short}"][0]["command"][1:])))
+    if args.whole:
+        print("  babygpt cpu: python " + " ".join(map(str, baby_full["command"][1:])))
+    write_json(args.json or out / "peer.json", json.loads(json.dumps(result, default=str)))
+    return result
+
+
+def whole_run_rows(args, out, nanogpt, python, val_tokens, nano_full, baby_full):
+    """The table's rows for nanoGPT's whole classic run and babygpt's cpu preset, and their numbers."""
+    baby_model = checkpoint.load_model(checkpoint.load(out / "babygpt-cpu" / "ckpt.pt"))
+    baby_score = whole_split_loss(lambda x: baby_model(x)[0], val_tokens, baby_model.config.block_size)
+    script = "import numpy as np, torch\nfrom torch.nn import functional as F\n" + \
+             inspect.getsource(whole_split_loss) + NANOGPT_SCORER
+    scored = subprocess.run([python, "-c", script, str(out / "nanogpt-classic" / "ckpt.pt"),
+                             str(Path(args.data_dir).resolve() / "val.bin")],
+                            cwd=nanogpt, capture_output=True, text=True)
+    if scored.returncode:
+        raise UserError(f"scoring nanoGPT's checkpoint failed: {scored.stderr.strip().splitlines()[-1]}")
+    nano_score = float(scored.stdout.strip().splitlines()[-1])
+    records = [json.loads(line) for line in (out / "babygpt-cpu" / "metrics.jsonl").read_text().splitlines()]
+    eval_seconds = sum(r.get("eval_seconds", 0.0) for r in records)
+    nano_to, baby_to = seconds_to(nano_full["evals"], args.target), seconds_to(baby_full["evals"], args.target)
+
+    def s(x):
+        return "never" if x is None else f"{x:.1f} s"
+
+    if nano_to:
+        to_ratio = f"{nano_to / baby_to:.2f}x" if baby_to else "-"
+    else:
+        to_ratio = f">= {nano_full['seconds'] / baby_to:.2f}x" if baby_to else "-"
+    rows = [
+        (f"nanoGPT classic vs babygpt `--preset cpu`: from process start to its own first printed val <= {args.target}",
+         s(nano_to) + ("" if nano_to else f" (final {nano_full['evals'][-1][2]:.4f})"), s(baby_to), to_ratio),
+        ("same runs: best checkpoint on the whole validation split (non-overlapping windows, one evaluator)",
+         f"{nano_score:.4f}", f"{baby_score:.4f}", ""),
+        ("same runs: whole run, wall", s(nano_full["seconds"]), s(baby_full["seconds"]),
+         f"{nano_full['seconds'] / baby_full['seconds']:.2f}x"),
+        ("babygpt `--preset cpu`: evaluation's share of the wall time", "",
+         f"{eval_seconds:.1f} s ({eval_seconds / baby_full['seconds']:.0%})", ""),
+    ]
+    return rows, {"nanogpt_seconds_to_target": nano_to, "babygpt_cpu_seconds_to_target": baby_to,
+                  "nanogpt_wall_s": nano_full["seconds"], "babygpt_cpu_wall_s": baby_full["seconds"],
+                  "nanogpt_whole_val": nano_score, "babygpt_cpu_whole_val": baby_score, "babygpt_cpu_eval_s": eval_seconds}
+
+
+# -- bench.py levers: what each candidate change does to the classic step, in CPU time (robust to a loaded machine)
+
+LEVERS = {  # name: what changes from train.py's classic step
+    "as train.py": {},
+    "no rng snapshot": {"rng": False},
+    "no grad clipping": {"clip": False},
+    "for-loop AdamW": {"fused": False},
+    "no biases": {"bias": False},
+    "bfloat16 autocast": {"bf16": True},
+    "torch.compile": {"compile": "default"},
+    "torch.compile max-autotune": {"compile": "max-autotune-no-cudagraphs"},
+    "bfloat16 + compile": {"bf16": True, "compile": "default"},
+}
+
+
+def levers(args):
+    """The classic step (B 12, T 64, 4x128) with one thing changed at a time, in turns, on 1 thread, timed in
+    process CPU seconds: other programs on a shared machine slow the wall clock, much less the CPU time it takes."""
+    torch.set_num_threads(1)
+    data = train.load_split(args.data_dir, "train", 64)
+    cfg, names = train.TrainConfig(), [n.strip() for n in args.levers.split(",")]
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        raise UserError(f"unknown lever {unknown[0]!r}; known: {', '.join(LEVERS)}")
+    states = {}
+    for name in names:
+        lever = {"rng": True, "clip": True, "fused": True, "bias": True, "bf16": False, "compile": None, **LEVERS[name]}
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=65, bias=lever["bias"]))
+        step_model = torch.compile(model, mode=lever["compile"], dynamic=False) if lever["compile"] else model
+        states[name] = (lever, model, step_model, train.build_optimizer(model, cfg, fused=lever["fused"]),
+                        torch.Generator().manual_seed(cfg.seed), [0])
+
+    def run_(name, iters):
+        lever, model, step_model, optimizer, generator, it = states[name]
+        autocast = runtime.autocast_context("cpu", "bfloat16" if lever["bf16"] else "float32")
+        start = time.process_time()
+        for _ in range(iters):
+            if lever["rng"]:
+                checkpoint.rng_state([generator], "cpu")
+            train.set_learning_rate(optimizer, train.learning_rate_at(it[0], cfg))
+            x, y = train.get_batch(data, cfg.batch_size, 64, generator)
+            with autocast:
+                _, loss = step_model(x, y)
+            loss.backward()
+            if lever["clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            it[0] += 1
+        return 1000 * (time.process_time() - start) / iters
+
+    for name in names:
+        run_(name, args.warmup)  # compiles, allocates
+    ms = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            ms[name].append(run_(name, args.iters))
+    base = statistics.median(ms[names[0]])
+    print(f"| lever (classic step, 1 thread, CPU ms per step, median of {args.rounds} rounds of {args.iters}) | ms | vs {names[0]} |")
+    print("|---|---|---|")
+    for name in names:
+        print(f"| {name} | {statistics.median(ms[name]):.1f} ({min(ms[name]):.1f}-{max(ms[name]):.1f}) | "
+              f"{base / statistics.median(ms[name]):.2f}x |")
+    return {name: statistics.median(v) for name, v in ms.items()}
 
 
 def _common_bench_flags(p):
@@ -562,6 +846,31 @@ def main(argv=None):
     p.add_argument("--presets", default="cpu,cpu-sliding", help="with --lengths: the models (default: %(default)s)")
     p.add_argument("--figure", default="", help="with --lengths: also draw chars/s against the length into this PNG")
     p.set_defaults(func=sample)
+
+    p = commands.add_parser("peer", help="babygpt against nanoGPT itself: the classic recipe side by side, in turns")
+    p.add_argument("--nanogpt", required=True, help="a checkout of nanoGPT (git clone https://github.com/karpathy/nanoGPT)")
+    p.add_argument("--short", type=int, default=100, help="the shorter classic run, in steps (default: 100)")
+    p.add_argument("--long", type=int, default=500, help="the longer classic run, in steps (default: 500)")
+    p.add_argument("--repeats", type=int, default=1, help="rounds of the two lengths; medians are used (default: 1)")
+    p.add_argument("--target", type=float, default=1.88, help="the val loss whose first print is timed (default: 1.88)")
+    p.add_argument("--whole", type=int, default=1, help="0: skip the whole runs (nanoGPT's 2000 steps, babygpt's cpu "
+                                                       "preset), measuring only the classic step (default: 1)")
+    p.add_argument("--together", type=int, default=0, help="1: run each nanoGPT/babygpt pair at the same time instead "
+                                                          "of in turns (halves the wait on a busy machine) (default: 0)")
+    p.add_argument("--nanogpt_flags", default="", help="extra --key=value flags for every nanoGPT run (tests: fewer steps)")
+    p.add_argument("--babygpt_flags", default="", help="extra flags for every babygpt run (tests: a smaller model)")
+    p.add_argument("--data_dir", default="data/shakespeare_char", help="babygpt's prepared data, with input.txt (default: data/shakespeare_char)")
+    p.add_argument("--out_dir", default="out-peer", help="logs, checkpoints and peer.json (default: out-peer)")
+    p.add_argument("--json", help="where to write the JSON result (default: OUT_DIR/peer.json)")
+    p.set_defaults(func=peer)
+
+    p = commands.add_parser("levers", help="the classic step with one change at a time, CPU ms per step, in turns")
+    p.add_argument("--levers", default=",".join(LEVERS), help="comma-separated, the first is the baseline (default: all)")
+    p.add_argument("--iters", type=int, default=10, help="steps per timed chunk (default: 10)")
+    p.add_argument("--rounds", type=int, default=6, help="chunks per lever, in turns (default: 6)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first, compiling included (default: 5)")
+    p.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data (default: data/shakespeare_char)")
+    p.set_defaults(func=levers)
 
     args = parser.parse_args(argv)
     return args.func(args)

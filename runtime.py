@@ -71,7 +71,7 @@ def set_up(cfg):
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls that do run (outside autocast) use TF32
         torch.backends.cudnn.allow_tf32 = True
-    settings = system_settings(cfg, device_type, device_type == "cuda" and torch.cuda.is_bf16_supported())
+    settings = system_settings(cfg, device_type, fast_bf16(device_type))
     if rank:
         sys.stdout = open(os.devnull, "w")  # only rank 0 talks (errors still reach stderr)
     return Machine(rank, world_size, device, **settings)
@@ -94,10 +94,23 @@ def pick_device(name):
     return name
 
 
+def fast_bf16(device_type):
+    """Whether this device multiplies bfloat16 matrices faster than float32: a CUDA GPU that supports it, or an
+    x86 CPU with AVX-512 BF16 or AMX instructions (on this repo's 2-core machine: 1.3x per classic step, see
+    docs/experiments.md). Other CPUs emulate bfloat16, which is slower than float32."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
+
+
 def pick_dtype(requested, device_type, bf16_supported):
-    """float32 everywhere except CUDA with bf16 support, where 'auto' means bfloat16 autocast."""
+    """'auto' means bfloat16 autocast where the device does it fast (CUDA, or a CPU with bf16 instructions), else
+    float32."""
     if requested == "auto":
-        return "bfloat16" if device_type == "cuda" and bf16_supported else "float32"
+        return "bfloat16" if device_type in ("cuda", "cpu") and bf16_supported else "float32"
     return requested
 
 

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 import checkpoint
+import engine
 import plot
 import prepare
 import runtime
@@ -70,7 +71,7 @@ class TrainConfig:
     muon_momentum: float = 0.95  # Muon's momentum
     # system
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
-    dtype: str = "auto"  # auto (bfloat16 autocast on CUDA if supported, else float32), float32 or bfloat16
+    dtype: str = "auto"  # auto (bfloat16 autocast where fast: CUDA, CPUs with bf16 instructions), float32, bfloat16
     compile: str = "auto"  # torch.compile the model: auto (on for CUDA only), on, off
     threads: int = 0  # CPU threads for torch (0: torch's default)
     seed: int = 1337  # seeds initialisation, batches and dropout
@@ -212,11 +213,12 @@ def estimate_loss(model, splits, cfg, block_size, device, autocast):
 
 
 def sample_text(model, tokenizer, num_tokens, device, seed):
-    """A short sample from a newline, to watch the model learn (its own generator: training's stream is kept)."""
+    """A short sample from a newline, to watch the model learn: engine.py's KV cache makes the same tokens as
+    model.generate, faster. Uses its own generator: training's random stream is left as it was."""
     model.eval()
     start = tokenizer.encode("\n", unknown="skip") or [0]
     idx = torch.tensor([start], dtype=torch.long, device=device)
-    out = model.generate(idx, num_tokens, temperature=1.0, generator=torch.Generator().manual_seed(seed))
+    out = engine.generate(model, idx, num_tokens, temperature=1.0, generator=torch.Generator().manual_seed(seed))
     model.train()
     return tokenizer.decode(out[0, len(start):].tolist())
 
@@ -227,24 +229,23 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     (they all take part in gathering the random streams)."""
     if not machine.master:
         return saver.save(iter_num, saver.rng_now())
-    block_size, meta = model.config.block_size, saver.meta
+    block_size, meta, eval_start = model.config.block_size, saver.meta, time.perf_counter()
     losses = estimate_loss(eval_model, splits, cfg, block_size, machine.device, machine.autocast())
     if not all(math.isfinite(loss) for loss in losses.values()):  # no sample from NaNs, no checkpoint of them
         raise UserError(runtime.diverged_message(f"the evaluation loss is {losses['val']}", iter_num, cfg,
                                                  machine.dtype, saver.last_saved))
     improved = saver.record(losses["val"])
     saver.save(iter_num, saver.rng_now(), also_best=improved)  # before the line below says "saved"
-    # Loss per token depends on the tokenizer; bits per character of the same validation text does not: the mean
-    # loss per token times val_tokens estimates the total nats of the val text's val_chars characters.
+    # Loss per token depends on the tokenizer; bits per character of the val text do not (see bits_per_character)
     val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])
-    tokens = iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size
-    metrics.write({"iter": iter_num, "tokens": tokens, "eval_train_loss": losses["train"], "val_loss": losses["val"],
-                   "val_bpc": val_bpc, "lr": learning_rate_at(iter_num, cfg)})
+    text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if cfg.sample_chars else None
+    metrics.write({"iter": iter_num, "tokens": iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size,
+                   "eval_train_loss": losses["train"], "val_loss": losses["val"], "val_bpc": val_bpc,
+                   "lr": learning_rate_at(iter_num, cfg), "eval_seconds": time.perf_counter() - eval_start})
     plot.update_loss_png(cfg.out_dir, meta["vocab_size"])  # redraw OUT_DIR/loss.png; never raises
     tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))
-    if cfg.sample_chars:
-        text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed)
+    if text is not None:
         tqdm.write("sample: " + text.replace("\n", "\n        "))
 
 

@@ -102,6 +102,10 @@ def test_cuda_gets_bf16_autocast_compile_and_fused_adamw_and_the_cpu_fused_adamw
     assert runtime.system_settings(auto, "cuda", bf16_supported=True) == {"dtype": "bfloat16", "compile": True, "fused": True}
     assert runtime.system_settings(auto, "cuda", bf16_supported=False)["dtype"] == "float32"  # e.g. a V100
     assert runtime.system_settings(auto, "cpu", bf16_supported=False) == {"dtype": "float32", "compile": False, "fused": True}
+    # a CPU with bfloat16 instructions (AVX-512 BF16, AMX) multiplies bf16 matrices faster: autocast there too
+    assert runtime.system_settings(auto, "cpu", bf16_supported=True) == {"dtype": "bfloat16", "compile": False, "fused": True}
+    assert runtime.system_settings(train.TrainConfig(dtype="float32"), "cpu", True)["dtype"] == "float32"
+    assert runtime.fast_bf16("mps") is False
     assert runtime.system_settings(auto, "mps", bf16_supported=False)["fused"] is False
     assert runtime.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
     assert runtime.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True

@@ -1,0 +1,10 @@
+# the stand-in's config, read like nanoGPT's: plain assignments, overridden by --key=value flags
+out_dir = 'out-shakespeare-char'
+eval_interval = 250
+eval_iters = 200
+log_interval = 10
+dataset = 'shakespeare_char'
+batch_size = 64
+block_size = 256
+max_iters = 5000
+learning_rate = 0.1
