@@ -23,7 +23,8 @@ What train.py writes into --out_dir:
     metrics.jsonl  one JSON object per line. Every log_interval steps: iter, tokens, train_loss (that step's
                    batch: noisy), lr, ms_per_iter, tokens_per_s. At every evaluation, its own line: iter, tokens,
                    eval_train_loss and val_loss (each averaged over eval_iters batches), val_bpc (validation
-                   bits per character: comparable across tokenizers), lr. Older runs wrote eval_train_loss as
+                   bits per character: comparable across tokenizers), lr, eval_seconds (the time the evaluation
+                   took: losses, sample, save). Older runs wrote eval_train_loss as
                    train_loss on evaluation lines; plot.py reads both.
     loss.png       the loss curves so far, redrawn at each evaluation (python plot.py loss OUT_DIR does the same)
     .babygpt.lock  the pid of the run writing here (guards.lock_folder): a second run into this folder is refused

@@ -37,7 +37,7 @@ def test_training_writes_checkpoints_and_metrics_and_learns(trained_run):
     assert [r["iter"] for r in steps] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert set(steps[0]) == {"iter", "tokens", "train_loss", "lr", "ms_per_iter", "tokens_per_s"}
     # an evaluation line never reuses a step line's key for another quantity: one batch's loss is not an average
-    assert set(evals[0]) == {"iter", "tokens", "eval_train_loss", "val_loss", "val_bpc", "lr"}
+    assert set(evals[0]) == {"iter", "tokens", "eval_train_loss", "val_loss", "val_bpc", "lr", "eval_seconds"}
     assert steps[-1]["tokens"] == 40 * 8 * 32  # iterations x batch x block
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.3  # it learned something
 
