@@ -18,7 +18,7 @@ The lecture builds the model in this order; each step adds one idea to the one b
     7   + tied head    the LM head shares the token embedding's matrix: now exactly model.GPT, classic shape
     8   + dropout      the same with dropout (default 0.1): model.GPT as train.py builds it with --dropout 0.1
 
-Why these choices (each measured at the default budget while writing the lesson):
+Why these choices (found while writing the lesson, at the default budget; StepGPT's switches let you retry each):
   * From step 2 on, each sub-layer's output is *added* to the stream, so a step can still do whatever the one
     before it did (step 2 holds the bigram's path: embedding -> head). With the stream *replaced* instead, as in
     the lecture's first single-head model, one head at GPT-2's small initialisation stays worse than the
@@ -280,57 +280,71 @@ def spread(values, sign=""):
     return f"{mean:{sign}.3f} ({min(values):{sign}.3f} to {max(values):{sign}.3f})"
 
 
-CLASSIC = "train.py"  # the row of the reference run (--classic)
+CLASSIC = "train.py"  # the row of the reference run (--classic): the model of step 7, trained by train.py
 
 
 def describe(row_id):
     """What a row of the table adds."""
     if row_id == CLASSIC:
-        return "`train.py --preset classic`, same steps and seed"
+        return "`train.py --preset classic` itself (step 7's model), same steps and seed"
     return next(what for sid, what, _, _ in STEPS if sid == row_id)
 
 
-def table(row_ids, results):
-    """results[seed][row_id] -> a markdown table. 'vs previous' is the change in val loss from the row above,
-    seed by seed (the same seed means the same batches), so its range shows whether an idea's effect is real."""
+def table(step_ids, results):
+    """results[seed][row_id] -> a markdown table. 'vs previous' is the change in val loss from the step before,
+    seed by seed (the same seed means the same batches), so its range shows whether an idea's effect is real.
+    The train.py row, if there is one, comes right after step 7 and is compared with it."""
     seeds = list(results)
+    row_ids = list(step_ids)
+    if CLASSIC in results[seeds[0]]:
+        row_ids.insert(row_ids.index("7") + 1 if "7" in row_ids else len(row_ids), CLASSIC)
     rows = ["| step | what was added | parameters | train loss | val loss | vs previous | seconds |",
             "|---|---|---|---|---|---|---|"]
-    for i, rid in enumerate(row_ids):
+    previous = None  # the last step row (the train.py row is never "previous")
+    for rid in row_ids:
         runs = [results[seed][rid] for seed in seeds]
-        change = "" if i == 0 else spread([results[s][rid]["val_loss"] - results[s][row_ids[i - 1]]["val_loss"] for s in seeds], "+")
+        change = "" if previous is None else \
+            spread([results[s][rid]["val_loss"] - results[s][previous]["val_loss"] for s in seeds], "+")
         rows.append(f"| {rid} | {describe(rid)} | {runs[0]['params']:,} | {spread([r['train_loss'] for r in runs])} | "
                     f"{spread([r['val_loss'] for r in runs])} | {change} | "
                     f"{sum(r['seconds'] for r in runs) / len(runs):.0f} |")
+        previous = previous if rid == CLASSIC else rid
     return "\n".join(rows)
 
 
-def draw(path, row_ids, results, floors, vocab_size, steps):
-    """Val loss per step, one dot per seed, with ln V (a uniform guess), the unigram and the bigram floor marked."""
+def draw(path, step_ids, results, floors, vocab_size, steps):
+    """Val loss per step, one dot per seed (train.py's run as a star on step 7), with ln V (a uniform guess),
+    the character-frequency loss and the bigram floor marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    xs = list(range(len(row_ids)))
-    for seed, by_row in results.items():
-        ax.plot(xs, [by_row[r]["val_loss"] for r in row_ids], "o", alpha=0.6, label=f"seed {seed}")
-    means = [sum(results[seed][r]["val_loss"] for seed in results) / len(results) for r in row_ids]
-    ax.plot(xs, means, "-", color="gray", lw=1, zorder=0)
+    xs = list(range(len(step_ids)))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (seed, by_row), colour in zip(results.items(), colours):
+        ax.plot(xs, [by_row[r]["val_loss"] for r in step_ids], "o", color=colour, alpha=0.6, label=f"seed {seed}")
+        if CLASSIC in by_row:
+            x = step_ids.index("7") if "7" in step_ids else xs[-1]
+            ax.plot([x + 0.15], [by_row[CLASSIC]["val_loss"]], "*", color=colour, ms=9,
+                    label=f"train.py --preset classic, seed {seed}")
+    main_path = [(x, r) for x, r in zip(xs, step_ids) if r != "5a"]  # 5a is a detour: the line skips it
+    means = [sum(results[seed][r]["val_loss"] for seed in results) / len(results) for _, r in main_path]
+    ax.plot([x for x, _ in main_path], means, "-", color="gray", lw=1, zorder=0)
     lines = [(math.log(vocab_size), f"ln {vocab_size} = {math.log(vocab_size):.2f}: a uniform guess", "--", "tab:red"),
              (floors["unigram"], f"{floors['unigram']:.2f}: character frequencies only (counted)", "-.", "tab:purple"),
              (floors["bigram"], f"{floors['bigram']:.2f}: the bigram floor (counted)", ":", "tab:green")]
     for y, text, style, colour in lines:
         ax.axhline(y, ls=style, color=colour, lw=1)
-        ax.text(xs[-1] + 0.3, y + 0.03, text, ha="right", va="bottom", fontsize=7, color=colour)
-    short = {sid: what.split(":")[0].split(" (")[0].replace(", ", ",\n") for sid, what, _, _ in STEPS}
-    short[CLASSIC] = "train.py\n--preset\nclassic"
-    ax.set_xticks(xs, [f"{r}\n{short[r]}" if r != CLASSIC else short[r] for r in row_ids], fontsize=6.5)
+        ax.text(xs[-1] + 0.4, y + 0.03, text, ha="right", va="bottom", fontsize=7, color=colour)
+    short = {"1": "bigram", "2": "+ one head", "3": "4 heads", "4": "+ MLP", "5a": "4 blocks,\nno residuals",
+             "5b": "4 blocks,\nresiduals", "6": "+ LayerNorm", "7": "+ tied head", "8": "+ dropout"}
+    ax.set_xticks(xs, [f"{r}\n{short[r]}" for r in step_ids], fontsize=6.5)
     ax.set_xlim(-0.5, xs[-1] + 0.5)
     ax.set_ylabel("val loss (nats/char, whole val split)")
     ax.set_title(f"Building up the GPT: {steps} steps of the classic recipe each, the same batches", fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -372,6 +386,8 @@ def main(argv=None):
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.threads < 0:
         raise UserError(f"--threads must not be negative, got {args.threads}")
+    if len(set(args.seed)) < len(args.seed):
+        raise UserError(f"--seed: each seed once, got {' '.join(map(str, args.seed))}")
     step_ids = parse_only(args.only) if args.only else STEP_IDS
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -384,7 +400,7 @@ def main(argv=None):
     warm = nn.Linear(1, 1)
     warm(torch.ones(1, 1)).sum().backward()
     make_optimizer(warm, 1e-3, 0.0, (0.9, 0.99), fused=True).step()
-    results = {}
+    results, command_start = {}, time.perf_counter()
     for seed in args.seed:
         model_values, cfg = recipe(args.steps, seed)
         classic = GPTConfig(**{**model_values, "vocab_size": meta["vocab_size"]})
@@ -408,11 +424,11 @@ def main(argv=None):
         if args.classic:
             results[seed][CLASSIC] = classic_reference(args.data_dir, cfg, args.threads, val_parts, train_parts)
             report(seed, "train.py --preset classic", results[seed][CLASSIC])
-    row_ids = step_ids + [CLASSIC] if args.classic else step_ids
-    print(table(row_ids, results))
+    print(table(step_ids, results))
     if args.plot:
-        draw(Path(args.figure), row_ids, results, floors, meta["vocab_size"], args.steps)
+        draw(Path(args.figure), step_ids, results, floors, meta["vocab_size"], args.steps)
         print(f"figure: {args.figure}")
+    print(f"the whole command: {time.perf_counter() - command_start:.0f} s")
 
 
 if __name__ == "__main__":
