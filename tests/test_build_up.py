@@ -5,12 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import train
 from cli import run
+from conftest import train_main
 from lessons.build_up import (STEP_IDS, Bigram, StepBlock, bigram_floor, build_step, main, mean_loss, parse_only,
                               recipe, step_config, table, train_model, whole_split)
 from model import GPT, Block, GPTConfig
 from prepare import prepare
+from tokenizer import read_meta
 
 # A small stand-in for the classic shape: the same structure, steps of a few milliseconds.
 SMALL = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=32)
@@ -73,6 +76,22 @@ def test_the_last_steps_are_model_gpt(dropout):
         train_logits = lesson.train()(x)[0]
         torch.manual_seed(2)
         torch.testing.assert_close(train_logits, gpt.train()(x)[0], rtol=0, atol=0)
+
+
+def test_the_lessons_loop_is_train_py_s_loop(slice_dir, tmp_path):
+    """From the same initial weights, train_model and `train.py --preset classic` end with identical weights:
+    same batches, learning-rate schedule, AdamW settings and clipping (so the steps train with the real recipe)."""
+    shape = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16}
+    train_main("--preset", "classic", "--data_dir", slice_dir, "--out_dir", tmp_path, "--max_iters", 12, "--warmup_iters", 4,
+               "--eval_interval", 12, "--eval_iters", 1, "--sample_chars", 0, "--save_interval", 0, "--threads", 1,
+               *[f"--{k}={v}" for k, v in shape.items()])
+    by_train_py = checkpoint.load_model(checkpoint.load(tmp_path / "last.pt"))
+    _, cfg = recipe(12, 1337, warmup_iters=4)  # 1337: train.py's default seed
+    torch.manual_seed(cfg.seed)
+    ours = GPT(GPTConfig(vocab_size=read_meta(slice_dir)["vocab_size"], **shape))
+    train_model(ours, train.load_split(slice_dir, "train", 16), cfg, block_size=16)
+    for (name, a), b in zip(ours.state_dict().items(), by_train_py.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_step_block_with_everything_on_is_model_block():
