@@ -110,8 +110,8 @@ def broken_references(markdown, doc_dir, root):
                 broken.append(f"[{text}]({target}#L{line}): line {line} does not hold {text}")
         elif code and path.suffix == ".py" and code != path.name and code not in definitions(path):
             broken.append(f"[{text}]({target}): {code} is not defined in {target}")
-    for name in CODE_FILE.findall(markdown):
-        if not (root / name).exists():
+    for name in CODE_FILE.findall(markdown):  # a path from the repo root, or a file in one of its folders
+        if not (root / name).exists() and not any(root.glob(f"*/{name}")):
             broken.append(f"`{name}`: no such file")
     for module, name in MODULE_NAME.findall(markdown):
         source = root / f"{module}.py"
