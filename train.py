@@ -1,7 +1,7 @@
 """
 train.py -- train a GPT on the integer sequences written by prepare.py. One loop, top to bottom.
 
-    python train.py                              # the cpu preset: about a minute on 2 CPU cores
+    python train.py                              # the cpu preset: a few minutes on a laptop CPU
     python train.py --preset classic             # the lecture's recipe (the defaults below)
     python train.py --preset gpu                 # the baby GPT (6 layers, 384 wide) for a GPU
     python train.py --max_iters 1000 --out_dir out-long   # flags override the preset
