@@ -79,11 +79,11 @@ def test_the_last_steps_are_model_gpt(dropout):
 
 
 def test_the_lessons_loop_is_train_py_s_loop(slice_dir, tmp_path):
-    """From the same initial weights, train_model and `train.py --preset classic` end with identical weights:
+    """From the same initial weights, train_model and `train.py --preset classic --dtype float32` end identical:
     same batches, learning-rate schedule, AdamW settings and clipping (so the steps train with the real recipe)."""
     shape = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16}
     train_main("--preset", "classic", "--data_dir", slice_dir, "--out_dir", tmp_path, "--max_iters", 12, "--warmup_iters", 4,
-               "--eval_interval", 12, "--eval_iters", 1, "--sample_chars", 0, "--save_interval", 0, "--threads", 1,
+               "--eval_interval", 12, "--eval_iters", 1, "--sample_chars", 0, "--save_interval", 0, "--threads", 1, "--dtype", "float32",
                *[f"--{k}={v}" for k, v in shape.items()])
     by_train_py = checkpoint.load_model(checkpoint.load(tmp_path / "last.pt"))
     _, cfg = recipe(12, 1337, warmup_iters=4)  # 1337: train.py's default seed
