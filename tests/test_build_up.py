@@ -54,7 +54,7 @@ def test_the_ordering_the_lesson_shows_holds_after_a_short_equal_budget(shakespe
     loss = {sid: mean_loss(trained(sid, train_data, iters=150, seed=0)[0], val) for sid in ("1", "2", "5a", "5b")}
     assert loss["2"] < loss["1"] - 0.3, loss  # attention beats the bigram
     assert loss["5b"] < loss["5a"] - 0.4, loss  # the residual stack beats the same stack without residuals
-    assert loss["1"] > max(loss["2"], loss["5b"]), loss  # the bigram is the worst model that has a residual stream
+    assert loss["1"] > max(loss["2"], loss["5b"]), loss  # the bigram is worse than the models with residual pathways
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
