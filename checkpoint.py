@@ -26,7 +26,7 @@ What train.py writes into --out_dir:
                    bits per character: comparable across tokenizers), lr, eval_seconds (the time the evaluation
                    took: losses, sample, save). Older runs wrote eval_train_loss as
                    train_loss on evaluation lines; plot.py reads both.
-    loss.png       the loss curves so far, redrawn at each evaluation (python plot.py loss OUT_DIR does the same)
+    loss.png       the loss curves so far, redrawn after each evaluation by a child process (loss_plot.py)
     .babygpt.lock  the pid of the run writing here (guards.lock_folder): a second run into this folder is refused
 """
 
@@ -44,6 +44,7 @@ import torch.distributed as dist
 import guards
 from cli import UserError, float32_problem, type_problem
 from guards import WriteError, write_atomically
+from loss_plot import is_record, read_metrics_lines  # the metrics file's reader (it needs no torch)
 from model import GPT, GPTConfig
 import runtime
 from runtime import barrier, diverged_message
@@ -281,22 +282,6 @@ def prepare_out_dir(out_dir, resume, overwrite, machine):
     if machine.master:
         guards.lock_folder(out_dir, exclusive=True, busy_hint="wait for that run to end, or use another --out_dir")
     barrier(machine.world_size)  # every rank has checked out_dir before rank 0 writes into it
-
-
-def is_record(value):
-    """A metrics line is a JSON object with an integer iter; anything else (a list, a number, a line a person or
-    another program added) is not one of ours."""
-    return isinstance(value, dict) and type(value.get("iter")) is int
-
-
-def read_metrics_lines(path):
-    """The lines of metrics.jsonl, decoded with U+FFFD for bytes that are not UTF-8 (such a line is then simply
-    not valid JSON and is skipped like any other non-record line)."""
-    guards.regular_file(path, "metrics file")
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
 
 
 def metrics_up_to(path, iter_num):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import checkpoint
 import engine
-import plot
+import loss_plot
 import prepare
 import runtime
 from cli import (UserError, add_dataclass_flags, build, check_fields, check_preset_agrees, load_preset, preset_parser,
@@ -50,7 +50,7 @@ class TrainConfig:
     max_iters: int = 2000  # optimizer steps in the whole run
     eval_interval: int = 250  # evaluate, print a sample and save checkpoints every this many steps
     save_interval: int = 100  # also save last.pt every this many steps, so a crash loses little (0: never)
-    eval_iters: int = 50  # batches averaged for each evaluation of train and val loss
+    eval_iters: int = 20  # batches averaged for each evaluation of train and val loss
     log_interval: int = 10  # write a metrics line every this many steps
     sample_chars: int = 200  # tokens (characters, for the char tokenizer) sampled at each evaluation (0: none)
     # batches
@@ -236,13 +236,12 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
                                                  machine.dtype, saver.last_saved))
     improved = saver.record(losses["val"])
     saver.save(iter_num, saver.rng_now(), also_best=improved)  # before the line below says "saved"
-    # Loss per token depends on the tokenizer; bits per character of the val text do not (see bits_per_character)
-    val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])
+    val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])  # same for any tokenizer
     text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if cfg.sample_chars else None
     metrics.write({"iter": iter_num, "tokens": iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size,
                    "eval_train_loss": losses["train"], "val_loss": losses["val"], "val_bpc": val_bpc,
                    "lr": learning_rate_at(iter_num, cfg), "eval_seconds": time.perf_counter() - eval_start})
-    plot.update_loss_png(cfg.out_dir, meta["vocab_size"])  # redraw OUT_DIR/loss.png; never raises
+    loss_plot.redraw_in_background(cfg.out_dir, meta["vocab_size"])  # OUT_DIR/loss.png, by a child process
     tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))
     if text is not None:
@@ -331,6 +330,7 @@ def main(argv=None):
         if not stopping and iter_num != resumed_at:
             evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machine, saver, metrics)
     metrics.close()
+    loss_plot.wait_for_drawing()  # loss.png shows the whole run before we say done
     runtime.shut_down(machine)
     print(runtime.farewell(stopping, stop.received, iter_num, cfg.out_dir, time.perf_counter() - run_start,
                            saver.best_val_loss))

@@ -4,6 +4,9 @@ import json
 import math
 import shutil
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,6 +56,22 @@ def test_training_draws_loss_png_and_the_curves_are_the_metrics_file(trained_run
     # a fresh model guesses uniformly: its first loss is close to the dashed line at ln(vocab_size)
     vocab_size = plot.vocab_size_of_run(trained_run)
     assert abs(series["eval"]["val_loss"][0] - math.log(vocab_size)) < 0.1
+
+
+def test_loss_png_is_drawn_by_a_child_so_training_never_holds_matplotlib(slice_dir, tmp_path):
+    """train.py's process must not import matplotlib (~35 MB of its peak memory, issue 13); the picture of the
+    whole run must still be complete when train.main returns."""
+    script = ("import sys, train; train.main(sys.argv[1:]); "
+              "print('matplotlib loaded:', any(m.startswith('matplotlib') for m in sys.modules))")
+    args = ["--data_dir", slice_dir, "--out_dir", tmp_path, "--max_iters", 10, "--eval_interval", 5, *TINY]
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          cwd=Path(plot.__file__).parent, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "matplotlib loaded: False" in done.stdout
+    assert_sensible_png(tmp_path / "loss.png")
+    assert plot.loss_curves(plot.read_metrics(tmp_path))["eval"]["iter"] == [0, 5, 10]
+    # the PNG was drawn after the last evaluation line was written: it shows the whole run
+    assert (tmp_path / "loss.png").stat().st_mtime >= (tmp_path / "metrics.jsonl").stat().st_mtime
 
 
 def test_metrics_files_written_before_eval_train_loss_existed_still_plot(tmp_path):

@@ -29,7 +29,7 @@ def test_classic_preset_is_the_lecture_recipe_and_the_defaults_are_plain():
     classic = tomllib.loads((PRESET_DIR / "classic.toml").read_text())
     assert classic == {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "batch_size": 12,
                        "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100, "max_iters": 2000, "beta2": 0.99,
-                       "eval_interval": 250, "eval_iters": 50}
+                       "eval_interval": 250, "eval_iters": 20}
     plain = GPTConfig()
     assert (plain.pos_emb, plain.norm, plain.mlp_act, plain.tie_head, plain.qk_norm) == ("learned", "layernorm", "gelu", True, False)
     assert train.TrainConfig().optimizer == "adamw"
