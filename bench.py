@@ -642,7 +642,7 @@ def peer(args):
             started = pool.submit(nano_run), pool.submit(baby_run)
             return started[0].result(), started[1].result()
 
-    runs = {}
+    runs, load_before = {}, os.getloadavg()[0]  # how busy the machine was: read the times with it
     print(f"bench.py peer: nanoGPT at {nanogpt}, {args.repeats} round(s) of {args.short} and {args.long} steps, "
           f"then the whole runs, {'at the same time' if args.together else 'in turns'}; logs in {out}/", flush=True)
     for round_number in range(args.repeats):  # each length of each program, in turns
@@ -676,7 +676,7 @@ def peer(args):
          f"{baby_rss / nano_rss:.2f}x"),
     ]
     result = {"nanogpt": str(nanogpt), "together": args.together, "short": args.short, "long": args.long,
-              "repeats": args.repeats, "target": args.target, "nanogpt_ms_per_iter": nano_ms, "babygpt_ms_per_iter": baby_ms,
+              "repeats": args.repeats, "load_average_at_start": load_before, "target": args.target, "nanogpt_ms_per_iter": nano_ms, "babygpt_ms_per_iter": baby_ms,
               "throughput_ratio": nano_ms / baby_ms, "nanogpt_cpu_ms_per_iter": nano_cpu_ms,
               "babygpt_cpu_ms_per_iter": baby_cpu_ms, "nanogpt_fixed_s": nano_fixed, "babygpt_fixed_s": baby_fixed,
               "nanogpt_peak_rss_mb": nano_rss, "babygpt_peak_rss_mb": baby_rss, "runs": runs}
@@ -685,7 +685,8 @@ def peer(args):
         result.update(whole)
         result["runs"].update({"nanogpt-classic": [nano_full], "babygpt-cpu": [baby_full]})
     print(f"\n| what ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d', time.gmtime())}, shared machine) | nanoGPT | babygpt | ratio |")
+          f"{time.strftime('%Y-%m-%d', time.gmtime())}, load average {load_before:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end) | nanoGPT | babygpt | ratio |")
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
