@@ -30,6 +30,15 @@ just left the window (a ring). Generation then runs for any number of tokens wit
 memory and constant cost per token, and gives exactly the tokens of the model's own full forward over the
 whole uncropped text (GPT.generate for such a model).
 
+What a one-token step costs. At one sample, a step of a small model is about 140 tiny PyTorch operations
+(4 layers of: norm, q/k/v projection, QK-norm, rotation, cache write, attention, output projection, norm, MLP),
+each of a few hundred numbers, so their dispatch costs more than their arithmetic; a 64-token forward is the
+same operations on 64 rows, and costs only a few times more. So this file keeps the step's operations few:
+it runs under inference_mode, q and k are normalised and rotated together (model.CausalSelfAttention.qkv),
+the rotary tables are sliced from a precomputed run (RotaryTable), and the caches index their layers once.
+It still calls the model's own modules, so it follows every model option. docs/experiments.md ("Sliding-window
+attention") has the measurements, and what a hand-written step would and would not buy.
+
 The sampling itself is model.sample_next_token, shared with the reference: same logits, same draws.
 
     engine.generate(model, idx, max_new_tokens, temperature, top_k, generator=g)   # == model.generate(...)
