@@ -30,6 +30,15 @@ just left the window (a ring). Generation then runs for any number of tokens wit
 memory and constant cost per token, and gives exactly the tokens of the model's own full forward over the
 whole uncropped text (GPT.generate for such a model).
 
+What a one-token step costs. At one sample, a step of a small model is about 140 tiny PyTorch operations
+(4 layers of: norm, q/k/v projection, QK-norm, rotation, cache write, attention, output projection, norm, MLP),
+each of a few hundred numbers, so their dispatch costs more than their arithmetic; a 64-token forward is the
+same operations on 64 rows, and costs only a few times more. So this file keeps the step's operations few:
+it runs under inference_mode, q and k are normalised and rotated together (model.CausalSelfAttention.qkv),
+the rotary tables are sliced from a precomputed run (RotaryTable), and the caches index their layers once.
+It still calls the model's own modules, so it follows every model option. docs/experiments.md ("Sliding-window
+attention") has the measurements, and what a hand-written step would and would not buy.
+
 The sampling itself is model.sample_next_token, shared with the reference: same logits, same draws.
 
     engine.generate(model, idx, max_new_tokens, temperature, top_k, generator=g)   # == model.generate(...)
@@ -42,7 +51,29 @@ import torch
 from torch.nn import functional as F
 
 from attention_patterns import causal_mask, layer_mask
-from model import sample_next_token
+from model import rotary_cos_sin, sample_next_token
+
+
+class RotaryTable:
+    """RoPE's cos and sin (model.rotary_cos_sin) for a run of `size` positions at a time, sliced at every step.
+
+    Rebuilding the tables for one position costs about a dozen tiny operations, a real share of a one-token
+    step (see the top); a slice costs two views. Every angle is computed on its own (position x frequency), so a row
+    of this table is exactly the row rotary_cos_sin gives for that position alone. When the text runs past the
+    run, the next `size` positions replace it: memory stays constant however long the text grows."""
+
+    def __init__(self, head_size, device, size):
+        self.head_size, self.device, self.size = head_size, device, size
+        self.first, self.cos, self.sin = 0, None, None  # positions first..first+size-1, once filled
+
+    def __call__(self, start, T):
+        """(cos, sin) for positions start..start+T-1, each (T, hs)."""
+        if self.cos is None or not self.first <= start <= start + T <= self.first + self.cos.size(0):
+            self.first = start
+            positions = torch.arange(start, start + max(T, self.size), device=self.device)  # (size,)
+            self.cos, self.sin = rotary_cos_sin(positions, self.head_size)  # (size, hs) each
+        i = start - self.first
+        return self.cos[i : i + T], self.sin[i : i + T]  # (T, hs) each
 
 
 class KVCache:
@@ -61,8 +92,11 @@ class KVCache:
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, head_size)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nh, block_size, hs)
         self.values = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nh, block_size, hs)
+        # each layer's (B, nh, block_size, hs) views, indexed once here rather than at every step
+        self.layers = [(self.keys[i], self.values[i]) for i in range(config.n_layer)]
         self.length = 0  # how many positions are filled
         self.capacity = config.block_size
+        self.rotary = RotaryTable(head_size, device, config.block_size) if config.pos_emb == "rope" else None
 
     def add(self, layer, k, v, attn):
         """Store k, v (B, nh, T, hs) at positions length..length+T-1 of `layer`; return the keys and values of
@@ -71,12 +105,13 @@ class KVCache:
         once every layer has added its part."""
         T = k.size(2)
         start, end = self.length, self.length + T
-        self.keys[layer, :, :, start:end] = k
-        self.values[layer, :, :, start:end] = v
+        keys, values = self.layers[layer]  # (B, nh, block_size, hs) each
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
         # new position i sits at start+i and may read 0..start+i (or its pattern's part of them); a single new
         # position under plain causal attention may read every position so far, so it needs no mask
         mask = layer_mask(attn, T, first=start, device=k.device, explicit=T > 1)  # (T, end) bool, or None
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end], mask
+        return keys[:, :, :end], values[:, :, :end], mask
 
 
 class RollingKVCache:
@@ -96,20 +131,26 @@ class RollingKVCache:
         shape = (config.n_layer, batch_size, config.n_head, self.window, config.n_embd // config.n_head)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nh, W, hs)
         self.values = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nh, W, hs)
+        # each layer's (B, nh, W, hs) views, indexed once here rather than at every step
+        self.layers = [(self.keys[i], self.values[i]) for i in range(config.n_layer)]
         self.length = 0  # positions seen so far: the absolute position of the next token
         self.capacity = math.inf  # no end: the ring is re-used forever
+        # a sliding model has rotary positions; block_size of them at a time (a prompt comes in such chunks)
+        self.rotary = RotaryTable(config.n_embd // config.n_head, device, config.block_size)
 
     def add(self, layer, k, v, attn=None):
         """Store k, v (B, nh, T, hs) for positions length..length+T-1 of `layer` (only the last W of them stay);
         return the keys and values the new positions may read, each (B, nh, S, hs), and a (T, S) bool mask
         saying which of them each one may read (None: all of them)."""
         T, W, start = k.size(2), self.window, self.length
-        keys, values = self.keys[layer], self.values[layer]  # (B, nh, W, hs) each: views into the ring
+        keys, values = self.layers[layer]  # (B, nh, W, hs) each: views into the ring
         if T == 1:  # the generation step: one slot, then every filled slot is inside the new query's window
-            keys[:, :, start % W] = k[:, :, 0]
-            values[:, :, start % W] = v[:, :, 0]
-            filled = min(start + 1, W)  # before the ring is full, positions 0..start sit in slots 0..start
-            return keys[:, :, :filled], values[:, :, :filled], None  # (B, nh, filled, hs) each
+            slot = start % W
+            keys[:, :, slot : slot + 1] = k  # (B, nh, 1, hs)
+            values[:, :, slot : slot + 1] = v
+            if start + 1 >= W:  # the ring is full: all of it, as it is (no slicing: each op counts at T = 1)
+                return keys, values, None  # (B, nh, W, hs) each
+            return keys[:, :, : start + 1], values[:, :, : start + 1], None  # positions 0..start: slots 0..start
         # Several new positions (a prompt): the cached positions that are still inside some new query's window
         # (the last W - 1), oldest first, then the new ones; the band mask says who reads whom.
         old = torch.arange(max(0, start - (W - 1)), start, device=k.device)  # (n_old,) absolute positions
@@ -141,7 +182,7 @@ def attention_with_cache(attn, x, cache, layer, rope=None):
     q, k, v = attn.qkv(x, rope)  # 3 x (B, nh, T, hs): the model's own projections, QK-norm and rotation
     keys, values, mask = cache.add(layer, k, v, attn)  # (B, nh, S, hs) each: the positions they may read
     y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, nh, T, hs)
-    y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+    y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again (a copy only if T > 1)
     return attn.c_proj(y)  # (B, T, C)
 
 
@@ -152,7 +193,10 @@ def forward(model, idx, cache):
     start = cache.length
     if start + T > cache.capacity:
         raise ValueError(f"{start} cached + {T} new positions do not fit in block_size {cache.capacity}")
-    x, rope = model.embed(idx, start)  # (B, T, C), and rotary tables for positions start.. (or None)
+    if cache.rotary is None:  # learned positions: model.embed adds them
+        x, rope = model.embed(idx, start)  # (B, T, C), None
+    else:  # what model.embed gives with rotary positions, its tables sliced from the cache's run of them
+        x, rope = model.token_embedding(idx), cache.rotary(start, T)  # (B, T, C), 2 x (T, hs)
     for layer, block in enumerate(model.blocks):  # the same sums as Block.forward
         x = x + attention_with_cache(block.attn, block.ln_1(x), cache, layer, rope)  # (B, T, C)
         x = x + block.mlp(block.ln_2(x))  # (B, T, C)
@@ -160,7 +204,7 @@ def forward(model, idx, cache):
     return model.head(x[:, -1, :])  # (B, V)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # like no_grad, and cheaper per operation: nothing here is ever differentiated
 def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None,
            kv_cache=True, refill_every=1):
     """Yield the next token of every row of idx (B, T), as a (B, 1) tensor, max_new_tokens times.

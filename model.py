@@ -69,20 +69,22 @@ class GPTConfig:
 
 
 def rotary_cos_sin(positions, head_size, base=10000.0):
-    """RoPE tables for absolute positions (T,) -> cos, sin, each (T, head_size // 2).
+    """RoPE tables for absolute positions (T,) -> cos, sin, each (T, head_size).
 
-    Pair i of a head's vector is rotated by the angle position * base^(-2i/head_size): fast-turning pairs
-    see fine position differences, slow ones coarse ones. Because q and k are both rotated, q . k depends only
-    on how far apart two positions are, never on where they are."""
+    Pair i of a head's vector (elements i and i + hs/2) is rotated by the angle position * base^(-2i/head_size):
+    fast-turning pairs see fine position differences, slow ones coarse ones. Because q and k are both rotated,
+    q . k depends only on how far apart two positions are, never on where they are (each angle is written twice)."""
     freqs = base ** (-torch.arange(0, head_size, 2, device=positions.device).float() / head_size)  # (hs/2,)
     angles = positions.float()[:, None] * freqs[None, :]  # (T, hs/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, hs): pair i's angle at i and at i + hs/2
     return angles.cos(), angles.sin()
 
 
 def apply_rotary(x, cos, sin):
-    """Rotate each (first half, second half) pair of x (B, nh, T, hs) by the angles in cos, sin (T, hs/2)."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)  # (B, nh, T, hs)
+    """Rotate each pair (x1, x2) = (x[i], x[i + hs/2]) of x (..., T, hs) by the angles in cos, sin (T, hs):
+    (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), the "rotate-half" form: x cos + (-x2, x1) sin."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (..., T, hs/2)
+    return (x.float() * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)  # (..., T, hs)
 
 
 def make_norm(config):
@@ -134,16 +136,15 @@ class CausalSelfAttention(nn.Module):
         """Every head's queries, keys and values: x (B, T, C) -> 3 x (B, nh, T, hs). engine.py calls this too,
         so its cached path computes exactly the same vectors."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        # split C into nh heads of size hs and move the head axis forward so heads run as a batch
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs): C split into nh heads
+        # move the head axis forward so heads run as a batch, and q, k, v to the front
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        qk, v = qkv[:2], qkv[2]  # (2, B, nh, T, hs), (B, nh, T, hs): q and k are treated alike, in one call
         if self.qk_norm:
-            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+            qk = F.rms_norm(qk, (qk.size(-1),))  # (2, B, nh, T, hs)
         if rope is not None:  # (cos, sin) for these T positions: position enters through the q . k angles
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        return q, k, v
+            qk = apply_rotary(qk, *rope)  # (2, B, nh, T, hs)
+        return qk[0], qk[1], v
 
     def forward(self, x, causal=True, rope=None):
         B, T, C = x.shape
@@ -238,7 +239,7 @@ class GPT(nn.Module):
         x = self.token_embedding(idx)  # (B, T, C)
         if self.config.pos_emb == "learned":
             return x + self.position_embedding(positions), None  # (B, T, C): (T, C) broadcast over the batch
-        return x, rotary_cos_sin(positions, self.config.n_embd // self.config.n_head)  # 2 x (T, hs/2)
+        return x, rotary_cos_sin(positions, self.config.n_embd // self.config.n_head)  # 2 x (T, hs)
 
     def head(self, x):
         """Residual stream (..., C) -> logits (..., V): final norm, then the LM head."""

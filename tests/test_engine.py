@@ -121,9 +121,22 @@ def test_rolling_cache_gives_the_full_forward_over_the_whole_text(blocks, settin
         full_logits, _ = model(reference)  # (3, 2 + new, V): one forward over the whole text, far past block_size
         cache = engine.make_cache(model, 3, "cpu")
         assert isinstance(cache, engine.RollingKVCache)
+        cache.rotary.size = 7  # re-fill the run of rotary tables every 7 positions: its seams must not show
         logits = [engine.forward(model, reference[:, :2], cache)]  # prefill, then one token at a time
         logits += [engine.forward(model, reference[:, t : t + 1], cache) for t in range(2, reference.size(1))]
     torch.testing.assert_close(torch.stack(logits, dim=1), full_logits[:, 1:], atol=1e-5, rtol=0)
+
+
+def test_rotary_table_rows_are_the_models_own():
+    """The cache's run of rotary tables, re-filled as the text moves on (or jumps back), gives exactly the rows
+    model.rotary_cos_sin computes for those positions alone."""
+    from model import rotary_cos_sin
+
+    table = engine.RotaryTable(8, "cpu", size=5)
+    for start, T in [(0, 1), (1, 3), (4, 1), (5, 1), (6, 12), (40, 1), (41, 2), (2, 1)]:
+        cos, sin = table(start, T)  # (T, 8) each
+        expected_cos, expected_sin = rotary_cos_sin(torch.arange(start, start + T), 8)
+        assert torch.equal(cos, expected_cos) and torch.equal(sin, expected_sin), (start, T)
 
 
 def test_rolling_cache_takes_a_long_prompt_in_chunks():
