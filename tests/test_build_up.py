@@ -41,18 +41,19 @@ def test_every_step_builds_and_learns_on_a_tiny_slice(step_id, slice_dir):
     data = train.load_split(slice_dir, "train", SMALL.block_size)
     _, losses = trained(step_id, data, iters=40, seed=0, learning_rate=1e-2)
     assert losses[0] > 4.0  # a fresh model guesses about uniformly: ln 65 = 4.17
-    assert sum(losses[-5:]) / 5 < losses[0] - 0.5  # measured: 0.78 (bigram) to 1.49 lower
+    assert sum(losses[-5:]) / 5 < losses[0] - 0.5  # measured: 0.88 (step 8) to 1.49 lower
 
 
 def test_the_ordering_the_lesson_shows_holds_after_a_short_equal_budget(shakespeare):
     """150 steps each (a few seconds), val on the first 20,000 characters. Measured over seeds 0-3 (val loss):
-    bigram 3.15-3.19, one head 2.62-2.63, 4 blocks without residuals 3.35-3.36 (stuck at the unigram level),
-    with residuals 2.63-2.65. The margins below are several times that spread."""
+    bigram 2.89-2.99 (it varies most: its embedding starts at N(0, 1)), one head 2.62-2.63, 4 blocks without
+    residuals 3.35-3.36 (stuck at the unigram level), with residuals 2.63-2.65. So one head beats the bigram by
+    0.26 to 0.36 and residuals win by 0.71 to 0.72; the margins below sit well inside both."""
     torch.set_num_threads(1)
     train_data, val_data = shakespeare
     val = whole_split(val_data[:20_000], SMALL.block_size)
     loss = {sid: mean_loss(trained(sid, train_data, iters=150, seed=0)[0], val) for sid in ("1", "2", "5a", "5b")}
-    assert loss["2"] < loss["1"] - 0.3, loss  # attention beats the bigram
+    assert loss["2"] < loss["1"] - 0.15, loss  # attention beats the bigram
     assert loss["5b"] < loss["5a"] - 0.4, loss  # the residual stack beats the same stack without residuals
     assert loss["1"] > max(loss["2"], loss["5b"]), loss  # the bigram is worse than the models with residual pathways
 
