@@ -35,9 +35,11 @@ initialisation and forward() all come from model.py); steps 7 and 8 are exactly 
 that with copied weights. Every step trains with the classic recipe read from config/classic.toml (4 layers,
 4 heads, 128 wide, block 64; batch 12; AdamW at 1e-3 with 100 warmup steps and a cosine decay to 1e-4,
 weight decay 0.1, gradients clipped at 1) for the same number of steps, from the same seed, on the same
-batches, using train.py's own get_batch and learning_rate_at. --classic also runs train.py itself with the
-same steps and seed, as a check. Losses are measured in eval mode: val on every character of val.bin, train on
-as many random train windows (the same ones for every step).
+batches, using train.py's own get_batch and learning_rate_at. --classic also runs train.py itself, with the
+same steps and seed, as a check of each step that is model.GPT: `train.py --preset classic` next to step 7, and
+`train.py --preset classic --dropout 0.1` next to step 8 (the tests check that from the same initial weights
+both end bit-identical). Losses are measured in eval mode: val on every character of val.bin, train on as many
+random train windows (the same ones for every step).
 """
 
 import contextlib
@@ -75,14 +77,20 @@ class Bigram(nn.Module):
     about 0.55, while the logits need a spread of ~10. In the product every logit is a sum of C terms that all
     grow at once, so it learns the table within the budget every other step gets.
     The head is not tied to the embedding: a tied product E @ E^T would be symmetric, and "u after q" is not
-    "q after u"."""
+    "q after u".
+    The embedding keeps torch's own initialisation, N(0, 1) (the lecture's bigram table is an nn.Embedding left
+    at it); only the head gets GPT-2's 0.02, so the table starts near zero, an almost uniform guess. Why not
+    0.02 for both, like the later steps? A step of AdamW moves each head entry by about the learning rate, so a
+    logit moves by about that times the summed size of its row's C embedding entries: with rows of 0.02 the
+    table grows slowly and is still short of the floor when the schedule ends (found while writing the lesson,
+    seeds 1337-1339: val 2.53 with 0.02 rows, 2.51 with N(0, 1) rows, against the counted floor 2.48, which
+    the same model does reach with 4000 steps from 1e-2 down to 1e-3)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # (V, C)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # (V, C), torch's N(0, 1) init
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # (C -> V)
-        for weight in (self.token_embedding.weight, self.lm_head.weight):
-            nn.init.normal_(weight, mean=0.0, std=0.02)  # GPT-2's initialisation, like every other step
+        nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.02)  # GPT-2's initialisation: logits start near 0
 
     def table(self):
         """The (V, V) table of next-character logits the model holds."""
@@ -172,6 +180,7 @@ def train_model(model, train_data, cfg: train.TrainConfig, block_size):
     """train.py's loop without the bookkeeping: for each step, the learning rate of the schedule, a batch from
     the seeded stream (the same batches for every model), loss, backward, clip, AdamW. Returns the losses."""
     optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), fused=True)
+    torch.manual_seed(cfg.seed)  # dropout's stream, seeded as train.py seeds it once the model is built
     generator = torch.Generator().manual_seed(cfg.seed)  # train.py's first data stream
     model.train()
     losses = []
@@ -243,7 +252,6 @@ def run_step(step_id, classic: GPTConfig, cfg: train.TrainConfig, train_data, va
     """Build, train and measure one step. Returns a dict: params, train_loss, val_loss, seconds, losses."""
     torch.manual_seed(cfg.seed)  # the same initialisation stream for every step
     model = build_step(step_id, classic, dropout)
-    torch.manual_seed(cfg.seed)  # and the same dropout stream
     start = time.perf_counter()
     losses = train_model(model, train_data, cfg, classic.block_size)
     seconds = time.perf_counter() - start
@@ -251,13 +259,20 @@ def run_step(step_id, classic: GPTConfig, cfg: train.TrainConfig, train_data, va
             "val_loss": mean_loss(model, val_parts), "seconds": seconds, "losses": losses}
 
 
-def classic_reference(data_dir, cfg: train.TrainConfig, threads, val_parts, train_parts):
-    """`python train.py --preset classic` with the same steps and seed, its final model scored like the steps.
-    Returns the same dict as run_step (without losses)."""
+def train_py_command(dropout):
+    """The train.py command whose model is step 7's (no dropout) or step 8's (with its dropout)."""
+    return "train.py --preset classic" + (f" --dropout {dropout:g}" if dropout else "")
+
+
+def train_py_run(data_dir, cfg: train.TrainConfig, threads, val_parts, train_parts, dropout):
+    """train_py_command(dropout) run with the same steps and seed, its final model scored like the steps. In
+    float32, like the lesson (train.py's auto is bfloat16 autocast on CPUs with bf16 instructions), so the
+    two differ only in the random draw of the initial weights. Returns the same dict as run_step (no losses)."""
     with tempfile.TemporaryDirectory() as out_dir:
-        flags = ["--preset", "classic", "--data_dir", data_dir, "--out_dir", out_dir, "--seed", str(cfg.seed),
-                 "--max_iters", str(cfg.max_iters), "--eval_interval", str(cfg.max_iters), "--eval_iters", "1",
-                 "--log_interval", str(cfg.max_iters), "--save_interval", "0", "--sample_chars", "0"]
+        flags = ["--preset", "classic", "--dropout", str(dropout), "--dtype", "float32", "--data_dir", data_dir,
+                 "--out_dir", out_dir, "--seed", str(cfg.seed), "--max_iters", str(cfg.max_iters),
+                 "--eval_interval", str(cfg.max_iters), "--eval_iters", "1", "--log_interval", str(cfg.max_iters),
+                 "--save_interval", "0", "--sample_chars", "0"]
         if threads:
             flags += ["--threads", str(threads)]
         start = time.perf_counter()
@@ -266,7 +281,7 @@ def classic_reference(data_dir, cfg: train.TrainConfig, threads, val_parts, trai
         seconds = time.perf_counter() - start
         model = checkpoint.load_model(checkpoint.load(Path(out_dir) / "last.pt"))  # the model after the last step
     return {"params": model.num_params(), "train_loss": mean_loss(model, train_parts),
-            "val_loss": mean_loss(model, val_parts), "seconds": seconds}
+            "val_loss": mean_loss(model, val_parts), "seconds": seconds, "command": train_py_command(dropout)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -281,41 +296,44 @@ def spread(values, sign=""):
     return f"{mean:{sign}.3f} ({min(values):{sign}.3f} to {max(values):{sign}.3f})"
 
 
-CLASSIC = "train.py"  # the row of the reference run (--classic): the model of step 7, trained by train.py
+# The check runs (--classic): train.py itself, building and training the model of a step. The row of each
+# sits right after its step in the table, and its "vs previous" is the change from that step.
+TWINS = {"7": "train.py", STEP_IDS[-1]: "train.py + dropout"}  # step -> the row id of its train.py run
 
 
-def describe(row_id):
-    """What a row of the table adds."""
-    if row_id == CLASSIC:
-        return "`train.py --preset classic` itself (step 7's model), same steps and seed"
+def describe(row_id, result):
+    """What a row of the table adds (for a train.py row: which command, checking which step)."""
+    for step_id, twin in TWINS.items():
+        if row_id == twin:
+            return f"`{result['command']}` itself: step {step_id}'s model, same steps and seed (vs step {step_id})"
     return next(what for sid, what, _, _ in STEPS if sid == row_id)
 
 
 def table(step_ids, results):
     """results[seed][row_id] -> a markdown table. 'vs previous' is the change in val loss from the step before,
     seed by seed (the same seed means the same batches), so its range shows whether an idea's effect is real.
-    The train.py row, if there is one, comes right after step 7 and is compared with it."""
+    A train.py row, if there is one, comes right after its step and is compared with it."""
     seeds = list(results)
-    row_ids = list(step_ids)
-    if CLASSIC in results[seeds[0]]:
-        row_ids.insert(row_ids.index("7") + 1 if "7" in row_ids else len(row_ids), CLASSIC)
+    row_ids = []
+    for sid in step_ids:
+        row_ids += [sid] + ([TWINS[sid]] if TWINS.get(sid) in results[seeds[0]] else [])
     rows = ["| step | what was added | parameters | train loss | val loss | vs previous | seconds |",
             "|---|---|---|---|---|---|---|"]
-    previous = None  # the last step row (the train.py row is never "previous")
+    previous = None  # the last step row (a train.py row is never "previous")
     for rid in row_ids:
         runs = [results[seed][rid] for seed in seeds]
         change = "" if previous is None else \
             spread([results[s][rid]["val_loss"] - results[s][previous]["val_loss"] for s in seeds], "+")
-        rows.append(f"| {rid} | {describe(rid)} | {runs[0]['params']:,} | {spread([r['train_loss'] for r in runs])} | "
-                    f"{spread([r['val_loss'] for r in runs])} | {change} | "
+        rows.append(f"| {rid} | {describe(rid, runs[0])} | {runs[0]['params']:,} | "
+                    f"{spread([r['train_loss'] for r in runs])} | {spread([r['val_loss'] for r in runs])} | {change} | "
                     f"{sum(r['seconds'] for r in runs) / len(runs):.0f} |")
-        previous = previous if rid == CLASSIC else rid
+        previous = previous if rid in TWINS.values() else rid
     return "\n".join(rows)
 
 
 def draw(path, step_ids, results, floors, vocab_size, steps):
-    """Val loss per step, one dot per seed (train.py's run as a star on step 7), with ln V (a uniform guess),
-    the character-frequency loss and the bigram floor marked."""
+    """Val loss per step, one dot per seed (train.py's runs as stars beside steps 7 and 8), with ln V (a uniform
+    guess), the character-frequency loss and the bigram floor marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,11 +344,11 @@ def draw(path, step_ids, results, floors, vocab_size, steps):
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (seed, by_row), colour in zip(results.items(), colours):
         ax.plot(xs, [by_row[r]["val_loss"] for r in step_ids], "o", color=colour, alpha=0.6, label=f"seed {seed}")
-        if CLASSIC in by_row:
-            x = step_ids.index("7") if "7" in step_ids else xs[-1]
-            ax.plot([x + 0.15], [by_row[CLASSIC]["val_loss"]], "*", color=colour, ms=9)
-    if CLASSIC in next(iter(results.values())):
-        ax.plot([], [], "*", color="gray", ms=9, label="train.py --preset classic (same seed)")
+        for step_id, twin in TWINS.items():
+            if twin in by_row:
+                ax.plot([step_ids.index(step_id) + 0.15], [by_row[twin]["val_loss"]], "*", color=colour, ms=9)
+    if any(twin in next(iter(results.values())) for twin in TWINS.values()):
+        ax.plot([], [], "*", color="gray", ms=9, label="train.py, the same model (same seed)")
     main_path = [(x, r) for x, r in zip(xs, step_ids) if r != "5a"]  # 5a is a detour: the line skips it
     means = [sum(results[seed][r]["val_loss"] for seed in results) / len(results) for _, r in main_path]
     ax.plot([x for x, _ in main_path], means, "-", color="gray", lw=1, zorder=0)
@@ -376,7 +394,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, nargs="+", default=[1337], help="one or more seeds (default 1337)")
     parser.add_argument("--dropout", type=float, default=0.1, help="the last step's dropout (default 0.1)")
     parser.add_argument("--classic", action="store_true",
-                        help="also run `train.py --preset classic` with the same steps and seed, scored the same way")
+                        help="also run train.py with the model of step 7 (--preset classic) and of step 8 (and --dropout), "
+                             "same steps and seed, scored the same way")
     parser.add_argument("--plot", action="store_true", help="draw the val losses into --figure")
     parser.add_argument("--figure", default=str(FIGURE), help="where --plot saves (default docs/figures/build_up.png)")
     parser.add_argument("--data_dir", default="data/shakespeare_char", help="prepared by prepare.py")
@@ -392,6 +411,8 @@ def main(argv=None):
     if len(set(args.seed)) < len(args.seed):
         raise UserError(f"--seed: each seed once, got {' '.join(map(str, args.seed))}")
     step_ids = parse_only(args.only) if args.only else STEP_IDS
+    if args.classic and not any(sid in TWINS for sid in step_ids):
+        raise UserError(f"--classic checks steps {' and '.join(TWINS)} against train.py; --only has neither")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -424,9 +445,11 @@ def main(argv=None):
         for sid in step_ids:
             results[seed][sid] = run_step(sid, classic, cfg, train_data, val_parts, train_parts, args.dropout)
             report(seed, f"step {sid}", results[seed][sid])
-        if args.classic:
-            results[seed][CLASSIC] = classic_reference(args.data_dir, cfg, args.threads, val_parts, train_parts)
-            report(seed, "train.py --preset classic", results[seed][CLASSIC])
+            if args.classic and sid in TWINS:  # its check: train.py with the same model, right after it
+                dropout = step_config(sid, classic, args.dropout).dropout
+                twin = results[seed][TWINS[sid]] = train_py_run(args.data_dir, cfg, args.threads, val_parts,
+                                                                train_parts, dropout)
+                report(seed, twin["command"], twin)
     print(table(step_ids, results))
     if args.plot:
         draw(Path(args.figure), step_ids, results, floors, meta["vocab_size"], args.steps)
