@@ -2,12 +2,13 @@
 loss_plot.py -- a run's loss curves: read OUT_DIR/metrics.jsonl, draw OUT_DIR/loss.png. Without torch.
 
     python plot.py loss out          # what a person types (plot.py draws its other pictures too)
-    python loss_plot.py out 65       # what train.py runs after each evaluation: out/loss.png, ln(65) marked
+    python loss_plot.py out 65       # the same picture from this file alone: out/loss.png, ln(65) marked
 
 Why a module of its own, with no torch in it: train.py redraws loss.png after every evaluation, and it does so
-in a child process running this file. The child imports only matplotlib and numpy, draws, and exits; so the
-training process never holds matplotlib (about 35 MB), never waits for a picture, and a plotting problem (no
-matplotlib, a full disk) can never touch the run: it costs one warning, and plotting stays off for that run.
+through a child process running this file (`--serve`: one redraw per line on its stdin). The child imports only
+matplotlib and numpy, once; so the training process never holds matplotlib (about 35 MB), never waits for a
+picture, and a plotting problem (no matplotlib, a full disk) can never touch the run: it costs one warning,
+and plotting stays off for that run.
 """
 
 import json
@@ -158,69 +159,77 @@ def draw_loss(runs, path, dpi=100):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# train.py's side: redraw loss.png in a child process after each evaluation
+# train.py's side: one child process per run redraws loss.png whenever asked
 
 
-_DRAWING = {}  # out_dir -> {"child": the running drawer or None, "again": a newer draw was asked for, "failed": bool}
+_DRAWERS = {}  # out_dir -> its drawing child (`python loss_plot.py --serve OUT_DIR V`), or None once it failed
 
 
 def redraw_in_background(out_dir, vocab_size=None):
-    """Start `python loss_plot.py OUT_DIR V` and return at once: training goes on while the child draws. If the
-    previous drawing is still running, the newer curves are drawn when it ends (wait_for_drawing). Never raises."""
-    state = _DRAWING.setdefault(str(out_dir), {"child": None, "again": False, "failed": False, "args": None})
-    state["args"] = [sys.executable, str(Path(__file__).resolve()), str(out_dir), str(vocab_size or 0)]
-    if state["child"] is not None and state["child"].poll() is None:
-        state["again"] = True  # busy: draw the latest curves once this one is done
-        return
-    _collect(state)
-    if not state["failed"]:
-        _start(state)
+    """Ask the run's drawing child to redraw OUT_DIR/loss.png, and return at once: it draws while training goes
+    on. The child is started on the first call, so it imports matplotlib once. Never raises."""
+    key = str(out_dir)
+    if key not in _DRAWERS:
+        try:
+            _DRAWERS[key] = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--serve", key, str(vocab_size or 0)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                errors="replace", start_new_session=True)  # its own session: a Ctrl-C meant for training is not for it
+        except OSError as e:
+            return _give_up(key, None, f"{type(e).__name__}: {e}")
+    child = _DRAWERS[key]
+    if child is None:
+        return  # it failed before: plotting is off for this run
+    try:
+        if child.poll() is None:
+            child.stdin.write("draw\n")  # one line, one redraw
+            child.stdin.flush()
+            return
+    except OSError:  # it has just ended: its stderr says why
+        pass
+    _give_up(key, child)
 
 
 def wait_for_drawing():
-    """What train.py calls before it ends: every loss.png it asked for is complete on disk."""
-    for state in _DRAWING.values():
-        if state["child"] is not None:
-            state["child"].wait()
-            _collect(state)
-        if state["again"] and not state["failed"]:
-            _start(state)
-            state["child"].wait()
-            _collect(state)
+    """What train.py calls before it ends: each child draws what it was asked for, and exits."""
+    for key, child in list(_DRAWERS.items()):
+        if child is not None:
+            try:
+                child.stdin.close()  # no more requests: the child finishes its last picture and exits
+            except OSError:
+                pass
+            if child.wait() != 0:
+                _give_up(key, child)
+            else:
+                child.stderr.close()
+        del _DRAWERS[key]
 
 
-def _start(state):
-    try:
-        state["child"] = subprocess.Popen(state["args"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, text=True, errors="replace",
-                                          start_new_session=True)  # a Ctrl-C meant for training is not for it
-    except OSError as e:
-        state["child"] = None
-        _give_up(state, f"{type(e).__name__}: {e}")
-    state["again"] = False
-
-
-def _collect(state):
-    """A finished child: if it failed, its last line of stderr becomes one warning, and plotting stops."""
-    child, state["child"] = state["child"], None
-    if child is not None and child.wait() != 0:
-        lines = child.stderr.read().strip().splitlines()
-        _give_up(state, lines[-1].removeprefix("error: ") if lines else f"exit status {child.returncode}")
+def _give_up(key, child, why=None):
+    """One warning (the child's last line of stderr says why), and no more plotting for this run."""
     if child is not None:
+        child.wait()
+        lines = child.stderr.read().strip().splitlines()
         child.stderr.close()
-
-
-def _give_up(state, why):
-    state["failed"] = True
-    print(f"warning: could not draw {Path(state['args'][2]) / 'loss.png'} ({why}); plotting is off for this run",
-          file=sys.stderr)
+        why = lines[-1].removeprefix("error: ") if lines else f"exit status {child.returncode}"
+    _DRAWERS[key] = None
+    print(f"warning: could not draw {Path(key) / 'loss.png'} ({why}); plotting is off for this run", file=sys.stderr)
 
 
 def main(argv=None):
-    """The child: python loss_plot.py OUT_DIR VOCAB_SIZE (0: unknown) draws OUT_DIR/loss.png."""
+    """python loss_plot.py OUT_DIR V draws OUT_DIR/loss.png once (V: the vocabulary size, 0 if unknown); with
+    --serve first, it redraws once for every line that arrives on stdin, until stdin ends (train.py's child)."""
     argv = sys.argv[1:] if argv is None else argv
-    out_dir, vocab_size = Path(argv[0]), int(argv[1])
-    draw_loss([(out_dir.name, loss_curves(read_metrics(out_dir)), vocab_size or None)], out_dir / "loss.png")
+    serve = argv[:1] == ["--serve"]
+    out_dir, vocab_size = Path(argv[serve]), int(argv[serve + 1])
+
+    def draw():
+        draw_loss([(out_dir.name, loss_curves(read_metrics(out_dir)), vocab_size or None)], out_dir / "loss.png")
+
+    if not serve:
+        return draw()
+    while sys.stdin.readline():
+        draw()
 
 
 if __name__ == "__main__":

@@ -237,7 +237,8 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     improved = saver.record(losses["val"])
     saver.save(iter_num, saver.rng_now(), also_best=improved)  # before the line below says "saved"
     val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])  # same for any tokenizer
-    text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if cfg.sample_chars else None
+    sample = cfg.sample_chars and iter_num > 0  # at step 0 the model knows nothing: its text would be noise
+    text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if sample else None
     metrics.write({"iter": iter_num, "tokens": iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size,
                    "eval_train_loss": losses["train"], "val_loss": losses["val"], "val_bpc": val_bpc,
                    "lr": learning_rate_at(iter_num, cfg), "eval_seconds": time.perf_counter() - eval_start})
