@@ -224,9 +224,9 @@ def sample_text(model, tokenizer, num_tokens, device, seed):
 
 
 def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machine, saver, metrics):
-    """Every eval_interval steps: the loss on both splits, a metrics line, the loss plot, a sample, and the
-    checkpoints (ckpt.pt too when the val loss is the best so far). Only rank 0 evaluates; every rank saves
-    (they all take part in gathering the random streams)."""
+    """Every eval_interval steps: the loss on both splits, a metrics line, the loss plot, a sample (not at step 0,
+    where the model knows nothing) and the checkpoints (ckpt.pt too when the val loss is the best so far). Only
+    rank 0 evaluates; every rank saves (they all take part in gathering the random streams)."""
     if not machine.master:
         return saver.save(iter_num, saver.rng_now())
     block_size, meta, eval_start = model.config.block_size, saver.meta, time.perf_counter()
@@ -237,15 +237,14 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     improved = saver.record(losses["val"])
     saver.save(iter_num, saver.rng_now(), also_best=improved)  # before the line below says "saved"
     val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])  # same for any tokenizer
-    sample = cfg.sample_chars and iter_num > 0  # at step 0 the model knows nothing: its text would be noise
-    text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if sample else None
+    text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if iter_num else ""
     metrics.write({"iter": iter_num, "tokens": iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size,
                    "eval_train_loss": losses["train"], "val_loss": losses["val"], "val_bpc": val_bpc,
                    "lr": learning_rate_at(iter_num, cfg), "eval_seconds": time.perf_counter() - eval_start})
     loss_plot.redraw_in_background(cfg.out_dir, meta["vocab_size"])  # OUT_DIR/loss.png, by a child process
     tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))
-    if text is not None:
+    if text:  # (sample_chars 0: none)
         tqdm.write("sample: " + text.replace("\n", "\n        "))
 
 
