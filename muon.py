@@ -17,19 +17,22 @@ import torch
 def orthogonalize(G, steps=5):
     """Approximately U V^T for G = U S V^T, with the quintic Newton-Schulz iteration of Keller Jordan's Muon.
 
-    G (rows, cols) -> same shape. The coefficients push every singular value towards 1 fast (to roughly 0.7..1.2,
-    which is all Muon needs). bfloat16 is enough on a GPU; on a CPU float32 matmuls are the fast ones."""
+    G (rows, cols), or a stack (n, rows, cols) of same-shaped matrices done together -> same shape. The
+    coefficients push every singular value towards 1 fast (to roughly 0.7..1.2, which is all Muon needs).
+    bfloat16 is enough on a GPU; on a CPU float32 matmuls are the fast ones."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.bfloat16() if G.is_cuda else G.float()
-    transposed = X.size(0) > X.size(1)
+    X = X.unsqueeze(0) if X.dim() == 2 else X  # (n, rows, cols): one batched matmul per product for the stack
+    transposed = X.size(1) > X.size(2)
     if transposed:  # work with the short side first: X @ X^T is then the smaller matrix
-        X = X.T  # (cols, rows)
-    X = X / (X.norm() + 1e-7)  # singular values now at most 1
-    for _ in range(steps):  # X <- a X + (b A + c A^2) X with A = X X^T; addmm does "beta * M + alpha * P @ Q" in one go
-        A = X @ X.T  # (short, short)
-        B = torch.addmm(A, A, A, beta=b, alpha=c)  # b A + c A @ A, (short, short)
-        X = torch.addmm(X, B, X, beta=a)  # a X + B @ X, same shape as X (20% faster than the spelled-out sum)
-    return (X.T if transposed else X).type_as(G)
+        X = X.mT  # (n, cols, rows)
+    X = X / (X.norm(dim=(1, 2), keepdim=True) + 1e-7)  # singular values now at most 1, each matrix on its own
+    for _ in range(steps):  # X <- a X + (b A + c A^2) X with A = X X^T; baddbmm does "beta M + alpha P @ Q" at once
+        A = X @ X.mT  # (n, short, short)
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b A + c A @ A, (n, short, short)
+        X = torch.baddbmm(X, B, X, beta=a)  # a X + B @ X, same shape as X (20% faster than the spelled-out sum)
+    X = X.mT if transposed else X
+    return X.reshape(G.shape).type_as(G)
 
 
 class Muon(torch.optim.Optimizer):
@@ -41,19 +44,24 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
+            by_shape = {}  # matrices of one shape are orthogonalised together: on 2 threads 1.3x faster than one by one
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - group["momentum"])  # running average of the gradient
-                update = orthogonalize(p.grad.lerp(buf, group["momentum"]))  # Nesterov: look one step ahead
-                # an orthogonal (rows, cols) matrix has entries ~1/sqrt(cols): rescale so tall ones are not too timid
-                update *= max(1.0, p.size(0) / p.size(1)) ** 0.5
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"])
+                if p.grad is not None:
+                    by_shape.setdefault(p.shape, []).append(p)
+            for params in by_shape.values():
+                looks_ahead = []
+                for p in params:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    buf = state["momentum_buffer"]
+                    buf.lerp_(p.grad, 1 - group["momentum"])  # running average of the gradient
+                    looks_ahead.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov: look one step ahead
+                updates = orthogonalize(torch.stack(looks_ahead))  # (n, rows, cols)
+                for p, update in zip(params, updates):
+                    # an orthogonal (rows, cols) matrix has entries ~1/sqrt(cols): rescale so tall ones are not too timid
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(update, alpha=-group["lr"] * max(1.0, p.size(0) / p.size(1)) ** 0.5)
 
 
 class MuonAndAdamW:

@@ -89,6 +89,16 @@ def test_muon_orthogonalizes_and_covers_every_parameter_once():
     assert id(model.token_embedding.weight) not in muon_ids and id(model.lm_head.weight) not in muon_ids
 
 
+
+def test_muon_orthogonalizes_a_stack_of_matrices_each_on_its_own():
+    # Muon.step does same-shaped matrices in one batched call (faster on 2 threads): it must change nothing
+    torch.manual_seed(0)
+    for shape in ((3, 48, 16), (2, 16, 48)):  # tall ones are done transposed, wide ones as they are
+        stack = torch.randn(shape) * torch.tensor([0.1, 10.0, 1.0][:shape[0]])[:, None, None]  # different scales
+        together = orthogonalize(stack)
+        for matrix, result in zip(stack, together):
+            torch.testing.assert_close(result, orthogonalize(matrix), rtol=0, atol=1e-6)
+
 def test_linear_warm_down_goes_straight_to_min_lr():
     cfg = train.TrainConfig(learning_rate=1e-2, min_lr=0.0, warmup_iters=0, max_iters=100, decay="linear")
     assert [train.learning_rate_at(it, cfg) for it in (0, 50, 75, 100)] == pytest.approx([1e-2, 5e-3, 2.5e-3, 0.0])
