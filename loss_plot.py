@@ -5,10 +5,10 @@ loss_plot.py -- a run's loss curves: read OUT_DIR/metrics.jsonl, draw OUT_DIR/lo
     python loss_plot.py out 65       # the same picture from this file alone: out/loss.png, ln(65) marked
 
 Why a module of its own, with no torch in it: train.py redraws loss.png after every evaluation, and it does so
-through a child process running this file (`--serve`: one redraw per line on its stdin). The child imports only
-matplotlib and numpy, once; so the training process never holds matplotlib (about 35 MB), never waits for a
-picture, and a plotting problem (no matplotlib, a full disk) can never touch the run: it costs one warning,
-and plotting stays off for that run.
+through a child process running this file (`--serve`: a redraw whenever lines arrive on its stdin). The child
+imports only matplotlib and numpy, once; so the training process never holds matplotlib (about 35 MB), never
+waits for a picture, and a plotting problem (no matplotlib, a full disk) can never touch the run: it costs one
+warning, and plotting stays off for that run. It runs at a lower priority than the training it draws.
 """
 
 import json
@@ -218,7 +218,8 @@ def _give_up(key, child, why=None):
 
 def main(argv=None):
     """python loss_plot.py OUT_DIR V draws OUT_DIR/loss.png once (V: the vocabulary size, 0 if unknown); with
-    --serve first, it redraws once for every line that arrives on stdin, until stdin ends (train.py's child)."""
+    --serve first, it redraws whenever lines arrive on stdin, until stdin ends (train.py's child): requests that
+    came in while it was drawing make one redraw, so it never falls behind a fast run."""
     argv = sys.argv[1:] if argv is None else argv
     serve = argv[:1] == ["--serve"]
     out_dir, vocab_size = Path(argv[serve]), int(argv[serve + 1])
@@ -228,7 +229,8 @@ def main(argv=None):
 
     if not serve:
         return draw()
-    while sys.stdin.readline():
+    os.nice(10)  # the picture waits for the training, never the other way round (2 cores: every one counts)
+    while os.read(0, 4096):  # whatever requests arrived while it drew (one or several lines): one redraw
         draw()
 
 
