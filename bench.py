@@ -613,6 +613,12 @@ def seconds_to(evals, target):
     return next((seconds for seconds, _, val in evals if val <= target), None)
 
 
+def median_or_none(values):
+    """The median of the times, a None (never got there) counting as longer than any time; None if that is it."""
+    middle = statistics.median(math.inf if v is None else v for v in values)
+    return None if math.isinf(middle) else middle
+
+
 def peer(args):
     """Runs, taking turns: nanoGPT's classic recipe and babygpt's classic preset at two lengths (their difference
     is the marginal time per step, the rest is fixed cost), then nanoGPT's whole classic run and babygpt's cpu
@@ -651,9 +657,9 @@ def peer(args):
                         lambda: baby(f"babygpt-{steps}", "classic", "--max_iters", steps, "--eval_interval", steps))
             runs.setdefault(f"nanogpt-{steps}", []).append(n)
             runs.setdefault(f"babygpt-{steps}", []).append(b)
-    nano_full = baby_full = None
-    if args.whole:
-        nano_full, baby_full = pair(lambda: nano("nanogpt-classic"), lambda: baby("babygpt-cpu", "cpu"))
+    # the whole runs, in turns, args.whole rounds: this machine's speed drifts by ~10-20% between minutes, so one
+    # pair can land on either side of a difference that small (both are deterministic: every round scores alike)
+    whole_rounds = [pair(lambda: nano("nanogpt-classic"), lambda: baby("babygpt-cpu", "cpu")) for _ in range(args.whole)]
 
     def marginal_and_fixed(who, key="seconds"):
         short = statistics.median(r[key] for r in runs[f"{who}-{args.short}"])
@@ -681,9 +687,10 @@ def peer(args):
               "babygpt_cpu_ms_per_iter": baby_cpu_ms, "nanogpt_fixed_s": nano_fixed, "babygpt_fixed_s": baby_fixed,
               "nanogpt_peak_rss_mb": nano_rss, "babygpt_peak_rss_mb": baby_rss, "runs": runs}
     if args.whole:
-        rows[3:3], whole = whole_run_rows(args, out, nanogpt, python, val_tokens, nano_full, baby_full)
+        rows[3:3], whole = whole_run_rows(args, out, nanogpt, python, val_tokens, whole_rounds)
         result.update(whole)
-        result["runs"].update({"nanogpt-classic": [nano_full], "babygpt-cpu": [baby_full]})
+        result["runs"].update({"nanogpt-classic": [n for n, _ in whole_rounds],
+                               "babygpt-cpu": [b for _, b in whole_rounds]})
     print(f"\n| what ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d', time.gmtime())}, load average {load_before:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end) | nanoGPT | babygpt | ratio |")
@@ -694,13 +701,14 @@ def peer(args):
     print("  nanoGPT: (cd " + str(nanogpt) + " && " + " ".join(map(str, runs[f"nanogpt-{args.short}"][0]["command"][1:])) + ")")
     print("  babygpt: python " + " ".join(map(str, runs[f"babygpt-{args.short}"][0]["command"][1:])))
     if args.whole:
-        print("  babygpt cpu: python " + " ".join(map(str, baby_full["command"][1:])))
+        print("  babygpt cpu: python " + " ".join(map(str, whole_rounds[0][1]["command"][1:])))
     write_json(args.json or out / "peer.json", json.loads(json.dumps(result, default=str)))
     return result
 
 
-def whole_run_rows(args, out, nanogpt, python, val_tokens, nano_full, baby_full):
-    """The table's rows for nanoGPT's whole classic run and babygpt's cpu preset, and their numbers."""
+def whole_run_rows(args, out, nanogpt, python, val_tokens, whole_rounds):
+    """The table's rows for nanoGPT's whole classic run and babygpt's cpu preset (medians over the rounds of
+    (nanoGPT run, babygpt run) in whole_rounds), and their numbers."""
     baby_model = checkpoint.load_model(checkpoint.load(out / "babygpt-cpu" / "ckpt.pt"))
     baby_score = whole_split_loss(lambda x: baby_model(x)[0], val_tokens, baby_model.config.block_size)
     script = "import numpy as np, torch\nfrom torch.nn import functional as F\n" + \
@@ -713,7 +721,10 @@ def whole_run_rows(args, out, nanogpt, python, val_tokens, nano_full, baby_full)
     nano_score = float(scored.stdout.strip().splitlines()[-1])
     records = [json.loads(line) for line in (out / "babygpt-cpu" / "metrics.jsonl").read_text().splitlines()]
     eval_seconds = sum(r.get("eval_seconds", 0.0) for r in records)
-    nano_to, baby_to = seconds_to(nano_full["evals"], args.target), seconds_to(baby_full["evals"], args.target)
+    nano_wall, baby_wall = (statistics.median(r["seconds"] for r in runs) for runs in zip(*whole_rounds))
+    # a run that never printed a val <= target has no time to it; the median is then "never" only if most never did
+    nano_to, baby_to = (median_or_none([seconds_to(r["evals"], args.target) for r in runs]) for runs in zip(*whole_rounds))
+    nano_final = whole_rounds[-1][0]["evals"][-1][2]
 
     def s(x):
         return "never" if x is None else f"{x:.1f} s"
@@ -721,19 +732,21 @@ def whole_run_rows(args, out, nanogpt, python, val_tokens, nano_full, baby_full)
     if nano_to:
         to_ratio = f"{nano_to / baby_to:.2f}x" if baby_to else "-"
     else:
-        to_ratio = f">= {nano_full['seconds'] / baby_to:.2f}x" if baby_to else "-"
+        to_ratio = f">= {nano_wall / baby_to:.2f}x" if baby_to else "-"
+    rounds = f"median of {len(whole_rounds)}" if len(whole_rounds) > 1 else "one run each"
     rows = [
-        (f"nanoGPT classic vs babygpt `--preset cpu`: from process start to its own first printed val <= {args.target}",
-         s(nano_to) + ("" if nano_to else f" (final {nano_full['evals'][-1][2]:.4f})"), s(baby_to), to_ratio),
+        (f"nanoGPT classic vs babygpt `--preset cpu`: from process start to its own first printed val <= {args.target}"
+         f" ({rounds})", s(nano_to) + ("" if nano_to else f" (final {nano_final:.4f})"), s(baby_to), to_ratio),
         ("same runs: best checkpoint on the whole validation split (non-overlapping windows, one evaluator)",
          f"{nano_score:.4f}", f"{baby_score:.4f}", ""),
-        ("same runs: whole run, wall", s(nano_full["seconds"]), s(baby_full["seconds"]),
-         f"{nano_full['seconds'] / baby_full['seconds']:.2f}x"),
+        (f"same runs: whole run, wall ({rounds}"
+         + (": " + ", ".join(f"{n['seconds']:.1f} / {b['seconds']:.1f} s" for n, b in whole_rounds) if len(whole_rounds) > 1
+            else "") + ")", s(nano_wall), s(baby_wall), f"{nano_wall / baby_wall:.2f}x"),
         ("babygpt `--preset cpu`: evaluation's share of the wall time", "",
-         f"{eval_seconds:.1f} s ({eval_seconds / baby_full['seconds']:.0%})", ""),
+         f"{eval_seconds:.1f} s ({eval_seconds / whole_rounds[-1][1]['seconds']:.0%}, the last round)", ""),
     ]
     return rows, {"nanogpt_seconds_to_target": nano_to, "babygpt_cpu_seconds_to_target": baby_to,
-                  "nanogpt_wall_s": nano_full["seconds"], "babygpt_cpu_wall_s": baby_full["seconds"],
+                  "nanogpt_wall_s": nano_wall, "babygpt_cpu_wall_s": baby_wall,
                   "nanogpt_whole_val": nano_score, "babygpt_cpu_whole_val": baby_score, "babygpt_cpu_eval_s": eval_seconds}
 
 
@@ -854,8 +867,9 @@ def main(argv=None):
     p.add_argument("--long", type=int, default=500, help="the longer classic run, in steps (default: 500)")
     p.add_argument("--repeats", type=int, default=1, help="rounds of the two lengths; medians are used (default: 1)")
     p.add_argument("--target", type=float, default=1.88, help="the val loss whose first print is timed (default: 1.88)")
-    p.add_argument("--whole", type=int, default=1, help="0: skip the whole runs (nanoGPT's 2000 steps, babygpt's cpu "
-                                                       "preset), measuring only the classic step (default: 1)")
+    p.add_argument("--whole", type=int, default=1, help="rounds of the whole runs (nanoGPT's 2000 steps, babygpt's cpu "
+                                                       "preset), in turns, medians used; 0: only the classic step "
+                                                       "(default: 1)")
     p.add_argument("--together", type=int, default=0, help="1: run each nanoGPT/babygpt pair at the same time instead "
                                                           "of in turns (halves the wait on a busy machine) (default: 0)")
     p.add_argument("--nanogpt_flags", default="", help="extra --key=value flags for every nanoGPT run (tests: fewer steps)")

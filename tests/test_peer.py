@@ -3,6 +3,7 @@ lines, data preparation and checkpoint format around a bigram model), so the har
 comparison is a documented command (docs/experiments.md), not a test."""
 
 import shutil
+import statistics
 
 import bench
 from conftest import ROOT
@@ -20,7 +21,7 @@ def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(
     shutil.copytree(ROOT / "tests" / "peer_standin", standin)
 
     result = bench.main(["peer", "--nanogpt", str(standin), "--data_dir", str(data_dir), "--out_dir", str(tmp_path / "out"),
-                         "--short", "2", "--long", "4", "--target", "100", "--together", "1",
+                         "--short", "2", "--long", "4", "--target", "100", "--together", "1", "--whole", "2",
                          "--nanogpt_flags", "--max_iters=6 --eval_interval=3 --eval_iters=2 --batch_size=4 --block_size=16",
                          "--babygpt_flags", TINY_BABYGPT])
 
@@ -28,8 +29,9 @@ def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(
     assert (standin / "data" / "shakespeare_char" / "val.bin").read_bytes() == (data_dir / "val.bin").read_bytes()
     assert 0 < result["nanogpt_whole_val"] < 6 and 0 < result["babygpt_cpu_whole_val"] < 6
     # each program printed its evaluations (at 0, 3 and 6), and the generous target was met at the first one
-    for name in ("nanogpt-classic", "babygpt-cpu"):
-        assert [it for _, it, _ in result["runs"][name][0]["evals"]] == [0, 3, 6]
+    for name in ("nanogpt-classic", "babygpt-cpu"):  # two rounds of the whole runs (--whole 2): medians
+        assert [[it for _, it, _ in run["evals"]] for run in result["runs"][name]] == [[0, 3, 6], [0, 3, 6]]
+    assert result["nanogpt_wall_s"] == statistics.median(run["seconds"] for run in result["runs"]["nanogpt-classic"])
     assert result["nanogpt_seconds_to_target"] <= result["nanogpt_wall_s"]
     assert result["babygpt_cpu_seconds_to_target"] <= result["babygpt_cpu_wall_s"]
     assert result["babygpt_cpu_eval_s"] > 0 and result["nanogpt_peak_rss_mb"] > 0 and result["babygpt_peak_rss_mb"] > 0
