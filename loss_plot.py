@@ -229,7 +229,8 @@ def main(argv=None):
 
     if not serve:
         return draw()
-    os.nice(10)  # the picture waits for the training, never the other way round (2 cores: every one counts)
+    if hasattr(os, "nice"):  # (not on Windows)
+        os.nice(10)  # the picture waits for the training, never the other way round (2 cores: every one counts)
     while os.read(0, 4096):  # whatever requests arrived while it drew (one or several lines): one redraw
         draw()
 
