@@ -215,6 +215,8 @@ def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=No
     """
     if model.training:
         raise ValueError("call model.eval() before generating")
+    if max_new_tokens <= 0:  # nothing to yield: not even the prompt's forward is needed
+        return
     if not kv_cache:
         for _ in range(max_new_tokens):
             idx = model.generate(idx, 1, temperature, top_k, generator, top_p)  # (B, T+1)

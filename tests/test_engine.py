@@ -239,3 +239,16 @@ def test_interactive_answers_each_prompt_and_ends_at_end_of_input(trained_run):
     assert result.stderr.count("> ") == 3  # asked for a prompt three times: two answered, then end of input
     assert len(result.stdout) == 2 * (25 + 1)  # two answers of 25 characters, each ended by a newline
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_zero_new_tokens_give_the_prompt_back_without_running_the_model(trained_model, kv_cache):
+    # train.py asks for sample_chars tokens at every evaluation; 0 (no samples) must cost nothing
+    calls = []
+    hook = trained_model.token_embedding.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        idx = prompts(trained_model, 5)
+        assert torch.equal(engine.generate(trained_model, idx, 0, kv_cache=kv_cache), idx)
+    finally:
+        hook.remove()
+    assert calls == []
