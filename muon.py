@@ -59,7 +59,8 @@ class Muon(torch.optim.Optimizer):
                     looks_ahead.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov: look one step ahead
                 updates = orthogonalize(torch.stack(looks_ahead))  # (n, rows, cols)
                 # an orthogonal (rows, cols) matrix has entries ~1/sqrt(cols): rescale so tall ones are not too timid
-                updates *= max(1.0, params[0].size(0) / params[0].size(1)) ** 0.5
+                if params[0].size(0) > params[0].size(1):  # (a wide or square one keeps its scale: no pass over it)
+                    updates *= (params[0].size(0) / params[0].size(1)) ** 0.5
                 for p, update in zip(params, updates):
                     p.mul_(1 - group["lr"] * group["weight_decay"])
                     p.add_(update, alpha=-group["lr"])
