@@ -5,6 +5,7 @@ bench.py -- measurements that are not tests: speed, memory and time-to-loss. Pri
     python bench.py time-to-loss --target 1.88 --presets classic,cpu
     python bench.py sample
     python bench.py sample --lengths 100,1000,10000 --presets cpu,cpu-sliding
+    python bench.py decode-step             # one generated character: crop, rolling cache, compiled
     python bench.py peer --nanogpt PATH     # against nanoGPT itself (a checkout you provide), in turns
     python bench.py levers                  # the classic step with one change at a time, in CPU time
 
@@ -36,7 +37,7 @@ import engine
 import runtime
 import train
 from cli import PRESET_DIR, Parser, UserError, build, load_preset, run, tomllib
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, rotary_cos_sin
 from tokenizer import read_meta
 
 
@@ -456,6 +457,15 @@ def time_lengths(model, lengths, kv_cache, batch, seed):
     return seconds, memory
 
 
+def preset_model(preset):
+    """A preset's model with random weights (seed 0), in eval mode: generation speed does not depend on them."""
+    values = load_preset(preset, train.DEFAULTS)
+    config = build(GPTConfig, {k: v for k, v in values.items() if k in train.MODEL_FLAGS} | {"vocab_size": 65},
+                   f"preset {preset}")
+    torch.manual_seed(0)
+    return GPT(config).eval()
+
+
 def sample_lengths(args):
     """Characters/s over the first N characters, for each N in --lengths, for every exact way of generating from
     each preset's model (random weights: speed does not depend on them). Modes take turns in every round."""
@@ -466,13 +476,7 @@ def sample_lengths(args):
         raise UserError(f"--lengths: expected whole numbers separated by commas, got {args.lengths!r}") from None
     if lengths[0] < 1:
         raise UserError("--lengths: every length must be at least 1")
-    models = {}
-    for preset in args.presets.split(","):
-        values = load_preset(preset, train.DEFAULTS)
-        config = build(GPTConfig, {k: v for k, v in values.items() if k in train.MODEL_FLAGS} | {"vocab_size": 65},
-                       f"preset {preset}")
-        torch.manual_seed(0)
-        models[preset] = GPT(config).eval()
+    models = {preset: preset_model(preset) for preset in args.presets.split(",")}
     runs = [(preset, name, kv_cache) for preset, model in models.items() for name, kv_cache in length_modes(model)]
     print(f"presets {args.presets}: {args.samples} sample(s) x {max(lengths):,} characters, {args.threads} thread(s), "
           f"{args.repeats} round(s)", file=sys.stderr)
@@ -528,6 +532,75 @@ def draw_lengths(report, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return plot.save_png(fig, path, dpi=80)
+# ----------------------------------------------------------------------------------------------------------------
+# bench.py decode-step: what one generated character costs at one sample, eager and compiled, against the full
+# 64-character forward that every character of a cropped model costs (issue 14's 10x)
+
+
+def rolling_step(model, token, position, keys, values, cos, sin):
+    """engine.forward's one-token step for a sliding model, written for torch.compile: the ring slot, the rotary
+    row and the mask of filled slots come from the position tensor (1,), so one graph serves every step.
+    token (B, 1); keys, values (L, B, nh, W, hs), written in place as engine.RollingKVCache's ring; cos, sin
+    (P, hs) for every position. Returns the logits (B, V)."""
+    W = keys.size(3)
+    x = model.token_embedding(token)  # (B, 1, C)
+    rope = cos.index_select(0, position), sin.index_select(0, position)  # 2 x (1, hs)
+    slot = position % W  # (1,): the ring slot of this position
+    filled = (torch.arange(W, device=keys.device) <= position).view(1, 1, 1, W)  # all of them once the ring is full
+    for layer, block in enumerate(model.blocks):
+        q, k, v = block.attn.qkv(block.ln_1(x), rope)  # 3 x (B, nh, 1, hs)
+        keys[layer].index_copy_(2, slot, k)
+        values[layer].index_copy_(2, slot, v)
+        y = F.scaled_dot_product_attention(q, keys[layer], values[layer], attn_mask=filled)  # (B, nh, 1, hs)
+        x = x + block.attn.c_proj(y.transpose(1, 2).reshape(x.shape))  # (B, 1, C)
+        x = x + block.mlp(block.ln_2(x))  # (B, 1, C)
+    return model.head(x[:, -1])  # (B, V)
+
+
+@torch.inference_mode()
+def decode_step(args):
+    """ms per character, in turns: the cpu model's forward over block_size characters (crop and recompute),
+    engine.forward's rolling-cache step of cpu-sliding (eager), and rolling_step compiled (--compile 1)."""
+    torch.set_num_threads(args.threads)
+    full, sliding = preset_model("cpu"), preset_model("cpu-sliding")
+    config = sliding.config
+    shape = (config.n_layer, 1, config.n_head, config.attn_window, config.n_embd // config.n_head)
+    positions = args.steps * (args.rounds + 2) + 8  # every position the timed steps reach
+    cos, sin = rotary_cos_sin(torch.arange(positions), config.n_embd // config.n_head)
+    tokens = torch.randint(0, config.vocab_size, (1, positions), generator=torch.Generator().manual_seed(0))
+    keys, values, cache = torch.zeros(shape), torch.zeros(shape), engine.make_cache(sliding, 1, "cpu")
+    worst = max((engine.forward(sliding, tokens[:, p : p + 1], cache) -  # the step is exact: same logits
+                 rolling_step(sliding, tokens[:, p : p + 1], torch.tensor([p]), keys, values, cos, sin)).abs().max().item()
+                for p in range(args.steps))
+    print(f"rolling_step against engine.forward, {args.steps} steps: logits within {worst:.1e}")
+    window = tokens[:, : full.config.block_size]  # (1, block_size)
+    modes = {"crop and recompute: cpu, one forward over block_size": lambda p: full(window),
+             "rolling cache: cpu-sliding, engine.forward (eager)": lambda p: engine.forward(sliding, tokens[:, p : p + 1], cache)}
+    if args.compile:
+        compiled = torch.compile(rolling_step, fullgraph=True, dynamic=False)
+        start = time.perf_counter()
+        for p in range(3):
+            compiled(sliding, tokens[:, p : p + 1], torch.tensor([p]), keys, values, cos, sin)
+        print(f"compiling rolling_step: {time.perf_counter() - start:.1f} s")
+        modes["rolling cache: cpu-sliding, rolling_step compiled"] = \
+            lambda p: compiled(sliding, tokens[:, p : p + 1], torch.tensor([p]), keys, values, cos, sin)
+    ms, position = {name: [] for name in modes}, args.steps
+    for _ in range(args.rounds):
+        for name, step in modes.items():
+            start = time.perf_counter()
+            for p in range(position, position + args.steps):
+                step(p)
+            ms[name].append(1000 * (time.perf_counter() - start) / args.steps)
+        position += args.steps  # the next round's positions, for every mode alike
+    crop = ms[next(iter(modes))]
+    print(f"\n| one character, {args.threads} thread(s), {args.rounds} rounds of {args.steps} (in turns) | ms | "
+          f"crop and recompute's ms / this one's (per round) |\n|---|---|---|")
+    for name, times in ms.items():
+        ratios = [c / t for c, t in zip(crop, times)]
+        print(f"| {name} | {min(times):.2f}-{max(times):.2f} | {min(ratios):.1f}-{max(ratios):.1f}x |")
+    return {"max_logit_difference": worst, "ms": ms}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # bench.py peer: babygpt against nanoGPT itself (a checkout the user provides), same machine, taking turns
 
@@ -860,6 +933,13 @@ def main(argv=None):
     p.add_argument("--presets", default="cpu,cpu-sliding", help="with --lengths: the models (default: %(default)s)")
     p.add_argument("--figure", default="", help="with --lengths: also draw chars/s against the length into this PNG")
     p.set_defaults(func=sample)
+
+    p = commands.add_parser("decode-step", help="ms per generated character at one sample: crop, rolling cache, compiled")
+    p.add_argument("--steps", type=int, default=300, help="characters per timed round (default: 300)")
+    p.add_argument("--rounds", type=int, default=6, help="rounds, the modes in turns (default: 6)")
+    p.add_argument("--compile", type=int, default=1, help="1: also time the step compiled by torch.compile (default: 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, as one sample streams best)")
+    p.set_defaults(func=decode_step)
 
     p = commands.add_parser("peer", help="babygpt against nanoGPT itself: the classic recipe side by side, in turns")
     p.add_argument("--nanogpt", required=True, help="a checkout of nanoGPT (git clone https://github.com/karpathy/nanoGPT)")

@@ -205,3 +205,10 @@ def test_bench_time_to_loss_reports_every_preset_and_the_ratio(slice_dir, tmp_pa
     throughput = bench.main(["throughput", "--preset", "classic", "--iters", "1", "--rounds", "1", "--warmup", "1",
                              "--data_dir", str(slice_dir), "--set", tiny, "--json", str(tmp_path / "p.json")])
     assert throughput["tokens_per_s"] > 0 and 0 < throughput["fraction_of_matmul"] < 1.5
+
+
+def test_bench_decode_step_is_the_rolling_cache_step_and_times_every_mode():
+    # the step bench.py decode-step compiles must be engine.forward's own (here eager: compiling takes ~30 s)
+    result = bench.main(["decode-step", "--steps", "40", "--rounds", "1", "--compile", "0"])  # 40 > W: the ring wraps
+    assert result["max_logit_difference"] < 1e-5
+    assert len(result["ms"]) == 2 and all(len(t) == 1 and t[0] > 0 for t in result["ms"].values())
