@@ -6,6 +6,7 @@ bench.py -- measurements that are not tests: speed, memory and time-to-loss. Pri
     python bench.py sample
     python bench.py sample --lengths 100,1000,10000 --presets cpu,cpu-sliding
     python bench.py decode-step             # one generated character: crop, rolling cache, compiled
+    python bench.py whole-val out out-cpu-sliding   # best checkpoints on the whole val split
     python bench.py peer --nanogpt PATH     # against nanoGPT itself (a checkout you provide), in turns
     python bench.py levers                  # the classic step with one change at a time, in CPU time
 
@@ -629,6 +630,19 @@ def whole_split_loss(logits_of, tokens, block_size, batch_size=64):
     return total / (windows * block_size)
 
 
+def whole_val(args):
+    """Each run's best checkpoint (OUT_DIR/ckpt.pt) scored by whole_split_loss on its data's val.bin: the
+    evaluator of bench.py peer, for any babygpt run."""
+    scores = {}
+    for out_dir in args.out_dirs:
+        saved = checkpoint.load(Path(out_dir) / "ckpt.pt")
+        model = checkpoint.load_model(saved).eval()
+        tokens = np.fromfile(Path(saved["train_config"]["data_dir"]) / "val.bin", dtype=np.uint16)
+        scores[out_dir] = whole_split_loss(lambda x: model(x)[0], tokens, model.config.block_size)
+        print(f"{out_dir}: {scores[out_dir]:.4f} on the whole val split (iteration {saved['iter_num']})")
+    return scores
+
+
 NANOGPT_SCORER = """
 import sys, numpy as np, torch
 from torch.nn import functional as F
@@ -933,6 +947,10 @@ def main(argv=None):
     p.add_argument("--presets", default="cpu,cpu-sliding", help="with --lengths: the models (default: %(default)s)")
     p.add_argument("--figure", default="", help="with --lengths: also draw chars/s against the length into this PNG")
     p.set_defaults(func=sample)
+
+    p = commands.add_parser("whole-val", help="best checkpoints scored on the whole val split (peer's evaluator)")
+    p.add_argument("out_dirs", nargs="+", help="training runs' --out_dir folders")
+    p.set_defaults(func=whole_val)
 
     p = commands.add_parser("decode-step", help="ms per generated character at one sample: crop, rolling cache, compiled")
     p.add_argument("--steps", type=int, default=300, help="characters per timed round (default: 300)")

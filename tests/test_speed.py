@@ -1,10 +1,14 @@
 """Fast training: the modern model options, Muon, the GPU settings logic, torchrun DDP and bench.py."""
 
+import math
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 import bench
 import checkpoint
@@ -212,3 +216,17 @@ def test_bench_decode_step_is_the_rolling_cache_step_and_times_every_mode():
     result = bench.main(["decode-step", "--steps", "40", "--rounds", "1", "--compile", "0"])  # 40 > W: the ring wraps
     assert result["max_logit_difference"] < 1e-5
     assert len(result["ms"]) == 2 and all(len(t) == 1 and t[0] > 0 for t in result["ms"].values())
+
+
+
+def test_bench_whole_val_scores_a_run_like_the_peer_evaluator(trained_run):
+    saved = checkpoint.load(trained_run / "ckpt.pt")
+    model = checkpoint.load_model(saved).eval()
+    T = model.config.block_size
+    tokens = np.fromfile(Path(saved["train_config"]["data_dir"]) / "val.bin", dtype=np.uint16)
+    stream = torch.from_numpy(tokens[: (len(tokens) - 1) // T * T + 1].astype(np.int64))
+    with torch.no_grad():  # the same mean in one go: non-overlapping windows, every token but the first once
+        logits, _ = model(stream[:-1].view(-1, T))
+        direct = F.cross_entropy(logits.reshape(-1, logits.size(-1)), stream[1:]).item()
+    score = bench.main(["whole-val", str(trained_run)])[str(trained_run)]
+    assert score == pytest.approx(direct, rel=1e-5) and score < math.log(model.config.vocab_size)
