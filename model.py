@@ -56,8 +56,9 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name, allowed in (("attn_impl", ("sdpa", "explicit")), ("pos_emb", ("learned", "rope")),
-                              ("norm", ("layernorm", "rmsnorm")), ("mlp_act", ("gelu", "relu2"))):
+        if self.attn_impl not in ("sdpa", "explicit"):
+            raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
+        for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")), ("mlp_act", ("gelu", "relu2"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
@@ -98,7 +99,8 @@ def explicit_attention(q, k, v, causal, dropout_p=0.0, allowed=None):
 
     q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs) -> (B, nh, Tq, hs).
     With causal=True, query t may only look at keys 0..t (the decoder's mask). allowed, a (Tq, Tk) bool
-    mask, replaces that lower triangle with a sparser pattern (see attention_patterns.py)."""
+    mask, replaces that lower triangle with a sparser pattern (see attention_patterns.py).
+    """
     scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, Tq, Tk): how much each query likes each key
     if causal and allowed is None:
         allowed = causal_mask(q.size(-2), k.size(-2), device=q.device)  # (Tq, Tk) lower triangle
@@ -158,20 +160,6 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
 
-class ReLUSquared(torch.autograd.Function):
-    """relu(x)^2 with its gradient written out, 2 relu(x): the numbers autograd gets from relu and square, in two
-    passes over the (B, T, 4C) activations instead of four (a tenth of a cpu-preset step: docs/experiments.md)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(relu := F.relu(x))  # (B, T, 4C)
-        return relu * relu
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * (ctx.saved_tensors[0] * 2)  # (B, T, 4C): 0 where x < 0, as relu's own gradient is
-
-
 class MLP(nn.Module):
     """Computation. Each position thinks on its own about what it gathered: widen 4x, GELU, project back."""
 
@@ -185,7 +173,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         x = self.c_fc(x)  # (B, T, 4C)
-        x = ReLUSquared.apply(x) if self.relu2 else F.gelu(x)  # (B, T, 4C)
+        x = F.relu(x).square() if self.relu2 else F.gelu(x)  # (B, T, 4C)
         return self.dropout(self.c_proj(x))  # (B, T, C)
 
 
@@ -220,7 +208,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying: one (V, C) matrix reads characters in and scores them on the way out (V*C fewer weights)
+        # Weight tying: reading a character in and scoring it on the way out use one matrix (V, C).
+        # It saves V*C parameters and usually trains a little better.
         if config.tie_head:
             self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
@@ -264,8 +253,10 @@ class GPT(nn.Module):
         Returns logits (B, T, V) and the mean cross-entropy loss (a scalar) or None."""
         B, T = idx.shape
         if T > self.config.block_size and self.config.attn_pattern != "sliding":  # a band fits any length
-            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}: the model "
-                             f"has position embeddings for only {self.config.block_size} places; crop the input")
+            raise ValueError(
+                f"sequence of length {T} is longer than block_size {self.config.block_size}: "
+                f"the model has position embeddings for only {self.config.block_size} places; crop the input"
+            )
         x, rope = self.embed(idx)  # (B, T, C), rotary tables or None
         x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
@@ -281,11 +272,13 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None):
         """Extend idx (B, T) by max_new_tokens tokens, one at a time, feeding each choice back in.
 
-        The reference loop: it recomputes the whole (cropped) context for every new token, for any prompt length:
-        the model only has block_size positions, so only the last block_size tokens are shown to it. A sliding-window
-        model is never cropped: it is defined on a text of any length, so its reference is the full forward over the
-        whole sequence. Call model.eval() first (no dropout). Returns (B, T + max_new_tokens). engine.py produces
-        the same tokens faster, with a KV cache (a rolling one for a sliding model)."""
+        This is the reference loop: it recomputes the whole (cropped) context for every new token. It works
+        for any prompt length: the model only has block_size positions, so only the last block_size tokens
+        are shown to it. A sliding-window model is never cropped: it is defined on a text of any length, so its
+        reference is the full forward over the whole sequence (each step costs more as the text grows).
+        Call model.eval() first so dropout is off. Returns (B, T + max_new_tokens).
+        engine.py produces the same tokens faster, with a KV cache (a rolling one for a sliding model).
+        """
         crop = self.config.attn_pattern != "sliding"
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size :] if crop else idx  # (B, <=block_size): what the model sees
@@ -296,12 +289,14 @@ class GPT(nn.Module):
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, generator=None, top_p=None):
-    """Pick one token per row from logits (B, V) -> (B, 1) on the CPU. temperature 0 means greedy (argmax).
-    Otherwise logits are divided by the temperature (below 1: sharper, above 1: flatter); with top_k, all but the k
-    highest are removed (exactly k survive, ties broken by torch.topk); with top_p (nucleus sampling), only the
-    smallest set of most likely tokens whose probabilities add up to at least top_p survives. The draw happens on
-    the CPU with the given torch.Generator: the same seed then gives the same text on any device, and it avoids
-    torch.multinomial's known bug on Apple's MPS backend."""
+    """Pick one token per row from logits (B, V) -> (B, 1) on the CPU.
+
+    temperature 0 means greedy (argmax). Otherwise logits are divided by the temperature (below 1: sharper,
+    above 1: flatter); with top_k, all but the k highest are removed (exactly k survive, ties broken by
+    torch.topk); with top_p (nucleus sampling), only the smallest set of most likely tokens whose probabilities
+    add up to at least top_p survives. The draw happens on the CPU with the given torch.Generator: the same seed
+    then gives the same text on any device, and it avoids torch.multinomial's known bug on Apple's MPS backend.
+    """
     logits = logits.float().cpu()  # (B, V)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
@@ -321,10 +316,15 @@ def sample_next_token(logits, temperature=1.0, top_k=None, generator=None, top_p
 
 
 def make_optimizer(model, learning_rate, weight_decay, betas, fused=False):
-    """AdamW with weight decay only on 2-D weight matrices (Linear weights and embeddings). Biases and norm gains are
-    1-D: decaying them toward 0 only hurts. The tied embedding / LM-head matrix is one Parameter, so it is decayed
-    once, as an ordinary weight matrix. fused=True: one kernel for the whole update (CUDA and CPU)."""
+    """AdamW with weight decay only on 2-D weight matrices (Linear weights and embeddings).
+
+    Biases and LayerNorm gains are 1-D: decaying them toward 0 only hurts, so they get weight_decay 0.
+    The tied token-embedding / LM-head matrix is one Parameter: model.parameters() yields it once, it is
+    2-D, so it is decayed once, as an ordinary weight matrix. fused=True: one kernel for the whole update (CUDA and CPU).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)

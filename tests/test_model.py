@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from model import GPT, GPTConfig, ReLUSquared, make_optimizer, sample_next_token
+from model import GPT, GPTConfig, make_optimizer, sample_next_token
 
 SMALL = dict(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=24)
 
@@ -38,18 +38,6 @@ def test_sdpa_equals_explicit_attention(training):
     with torch.no_grad():
         assert torch.allclose(sdpa(idx)[0], explicit(idx)[0], atol=1e-5)
 
-
-
-def test_relu_squared_gives_autograds_own_values_and_gradients():
-    # model.ReLUSquared writes the gradient of relu(x)^2 out by hand (fewer passes): it must be autograd's, exactly
-    x = torch.randn(4, 8, 64, generator=torch.Generator().manual_seed(0))
-    x[0, 0, :4] = torch.tensor([0.0, -0.0, 1e-30, -1e-30])  # the kink and its neighbours
-    upstream = torch.randn(4, 8, 64, generator=torch.Generator().manual_seed(1))
-    by_hand, by_autograd = x.clone().requires_grad_(), x.clone().requires_grad_()
-    (ReLUSquared.apply(by_hand) * upstream).sum().backward()
-    (torch.relu(by_autograd).square() * upstream).sum().backward()
-    assert torch.equal(ReLUSquared.apply(x), torch.relu(x).square())
-    assert torch.equal(by_hand.grad, by_autograd.grad)
 
 def test_lm_head_is_tied_to_token_embedding():
     model = small_model()
