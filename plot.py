@@ -24,7 +24,7 @@ from attention_patterns import layer_mask
 import checkpoint
 from cli import Parser, UserError, run
 # the loss curves live in loss_plot.py (no torch there: train.py draws loss.png with it in a child process)
-from loss_plot import draw_loss, is_metrics_record, loss_curves, new_figure, read_metrics, save_png  # noqa: F401
+from loss_plot import draw_loss, loss_curves, new_figure, read_metrics, save_png
 from tokenizer import TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 # Characters that are invisible as tick labels get a visible stand-in.

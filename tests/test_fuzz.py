@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import checkpoint
+import loss_plot
 import plot
 import prepare
 import sample
@@ -355,7 +356,7 @@ def test_metrics_lines_that_are_not_records_are_skipped_and_counted(junk, traine
     lines, added = list(real), 0
     for position, line in junk:
         try:
-            is_record = plot.is_metrics_record(json.loads(line))
+            is_record = loss_plot.is_metrics_record(json.loads(line))
         except ValueError:
             is_record = False
         if not is_record:
