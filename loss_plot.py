@@ -216,6 +216,16 @@ def _give_up(key, child, why=None):
     print(f"warning: could not draw {Path(key) / 'loss.png'} ({why}); plotting is off for this run", file=sys.stderr)
 
 
+def give_way_to_training():
+    """The drawing child runs only when a core is idle (Linux's SCHED_IDLE), elsewhere at a lower priority
+    (nice 10): the picture waits for the training, never the other way round (2 cores: every one counts)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        if hasattr(os, "nice"):  # (not on Windows)
+            os.nice(10)
+
+
 def main(argv=None):
     """python loss_plot.py OUT_DIR V draws OUT_DIR/loss.png once (V: the vocabulary size, 0 if unknown); with
     --serve first, it redraws whenever lines arrive on stdin, until stdin ends (train.py's child): requests that
@@ -229,8 +239,7 @@ def main(argv=None):
 
     if not serve:
         return draw()
-    if hasattr(os, "nice"):  # (not on Windows)
-        os.nice(10)  # the picture waits for the training, never the other way round (2 cores: every one counts)
+    give_way_to_training()
     while os.read(0, 4096):  # whatever requests arrived while it drew (one or several lines): one redraw
         draw()
 
