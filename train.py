@@ -58,9 +58,9 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     # optimizer and schedule
     learning_rate: float = 1e-3  # peak learning rate, reached after warmup
-    min_lr: float = 1e-4  # the cosine decay ends here
+    min_lr: float = 1e-4  # the decay ends here
     warmup_iters: int = 100  # linear warmup steps
-    lr_decay_iters: int = 0  # the cosine decay lasts this many steps (0: the whole run, max_iters)
+    lr_decay_iters: int = 0  # the decay lasts this many steps (0: the whole run, max_iters)
     decay: str = "cosine"  # shape of the decay after warmup: 'cosine' or 'linear' (a straight warm-down)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
     beta1: float = 0.9  # AdamW beta1
