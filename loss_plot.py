@@ -165,9 +165,10 @@ def draw_loss(runs, path, dpi=100):
 _DRAWERS = {}  # out_dir -> its drawing child (`python loss_plot.py --serve OUT_DIR V`), or None once it failed
 
 
-def redraw_in_background(out_dir, vocab_size=None):
-    """Ask the run's drawing child to redraw OUT_DIR/loss.png, and return at once: it draws while training goes
-    on. The child is started on the first call, so it imports matplotlib once. Never raises."""
+def start_drawing(out_dir, vocab_size=None):
+    """Start the run's drawing child, which imports matplotlib at once: train.py calls this before it builds the
+    optimizer, so that import (~1 s) runs on the core left idle while torch.optim imports torch._dynamo (~2 s),
+    not next to the first training steps. Never raises; returns the child, or None if plotting is off."""
     key = str(out_dir)
     if key not in _DRAWERS:
         try:
@@ -176,8 +177,16 @@ def redraw_in_background(out_dir, vocab_size=None):
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 errors="replace", start_new_session=True)  # its own session: a Ctrl-C meant for training is not for it
         except OSError as e:
-            return _give_up(key, None, f"{type(e).__name__}: {e}")
-    child = _DRAWERS[key]
+            _give_up(key, None, f"{type(e).__name__}: {e}")
+    return _DRAWERS[key]
+
+
+def redraw_in_background(out_dir, vocab_size=None):
+    """Ask the run's drawing child to redraw OUT_DIR/loss.png, and return at once: it draws while training goes
+    on. The child is started on the first call unless start_drawing did it, so it imports matplotlib once.
+    Never raises."""
+    key = str(out_dir)
+    child = start_drawing(out_dir, vocab_size)
     if child is None:
         return  # it failed before: plotting is off for this run
     try:
@@ -240,6 +249,7 @@ def main(argv=None):
     if not serve:
         return draw()
     give_way_to_training()
+    new_figure(1, 1)  # import matplotlib now, before the first request (see start_drawing)
     while os.read(0, 4096):  # whatever requests arrived while it drew (one or several lines): one redraw
         draw()
 

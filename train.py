@@ -261,6 +261,8 @@ def main(argv=None):
     runtime.check_model_fits(model_config, cfg.batch_size, machine.device)  # one line, not a MemoryError, if not
     splits = {split: load_split(cfg.data_dir, split, block_size, meta["vocab_size"]) for split in ("train", "val")}
     checkpoint.prepare_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite, machine)
+    if machine.master:  # loss.png's drawing child starts now: its imports overlap ours (loss_plot.py)
+        loss_plot.start_drawing(cfg.out_dir, meta["vocab_size"])
 
     # -- model, optimizer, random streams
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
