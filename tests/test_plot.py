@@ -2,16 +2,19 @@
 
 import json
 import math
+import os
 import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import checkpoint
+import loss_plot
 import plot
 from cli import run
 from conftest import TINY, train_main
@@ -72,6 +75,27 @@ def test_loss_png_is_drawn_by_a_child_so_training_never_holds_matplotlib(slice_d
     assert plot.loss_curves(plot.read_metrics(tmp_path))["eval"]["iter"] == [0, 5, 10]
     # the PNG was drawn after the last evaluation line was written: it shows the whole run
     assert (tmp_path / "loss.png").stat().st_mtime >= (tmp_path / "metrics.jsonl").stat().st_mtime
+
+
+def gives_way(pid):
+    """True once the process runs only on idle cores (SCHED_IDLE) or at nice >= 10."""
+    idle = hasattr(os, "sched_getscheduler") and os.sched_getscheduler(pid) == getattr(os, "SCHED_IDLE", None)
+    return idle or os.getpriority(os.PRIO_PROCESS, pid) >= 10
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no process priorities (Windows)")
+def test_the_drawing_child_gives_way_to_training_and_draws_only_when_asked(tmp_path):
+    """train.py starts the child before its first evaluation; the child must never compete with the training's
+    threads for a core, and a run that ends before any evaluation leaves no picture (and no warning)."""
+    child = loss_plot.start_drawing(tmp_path, 65)
+    try:
+        deadline = time.monotonic() + 60  # (it sets its priority first thing; the deadline only bounds a hang)
+        while not gives_way(child.pid) and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gives_way(child.pid)
+    finally:
+        loss_plot.wait_for_drawing()
+    assert child.returncode == 0 and not (tmp_path / "loss.png").exists()
 
 
 def test_metrics_files_written_before_eval_train_loss_existed_still_plot(tmp_path):
