@@ -44,6 +44,7 @@ import torch.distributed as dist
 import guards
 from cli import UserError, float32_problem, type_problem
 from guards import WriteError, write_atomically
+import loss_plot
 from loss_plot import is_record, read_metrics_lines  # the metrics file's reader (it needs no torch)
 from model import GPT, GPTConfig
 import runtime
@@ -301,10 +302,11 @@ class MetricsLog:
     """OUT_DIR/metrics.jsonl, one JSON object per line, written by rank 0 only. A new run starts it empty; a
     resumed one drops the lines written after its checkpoint (they belong to the lost tail of the run) -- by
     writing the kept lines to a temporary file and renaming it, never by rewriting the file in place (a full
-    disk halfway through would otherwise cut the run's history). Otherwise lines are only ever appended."""
+    disk halfway through would otherwise cut the run's history). Otherwise lines are only ever appended.
+    Every evaluation line also has OUT_DIR/loss.png redrawn from the file, by loss_plot's child process."""
 
-    def __init__(self, out_dir, resumed_at, master):
-        self.path = Path(out_dir) / "metrics.jsonl"
+    def __init__(self, out_dir, resumed_at, master, vocab_size=None):
+        self.path, self.master, self.vocab_size = Path(out_dir) / "metrics.jsonl", master, vocab_size
         try:
             if master and resumed_at is not None and os.path.lexists(self.path):
                 kept, dropped = metrics_up_to(self.path, resumed_at)
@@ -324,9 +326,13 @@ class MetricsLog:
             self.file.flush()
         except OSError as e:  # e.g. the disk is full
             raise UserError(f"cannot write {self.path}: {e.strerror}; the checkpoints are kept") from None
+        if self.master and "val_loss" in record:  # an evaluation: the picture follows (it never waits for it)
+            loss_plot.redraw_in_background(self.path.parent, self.vocab_size)
 
     def close(self):
+        """The file, and the picture: loss.png shows the whole run when this returns."""
         self.file.close()
+        loss_plot.wait_for_drawing()
 
 
 class Saver:

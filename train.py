@@ -224,9 +224,9 @@ def sample_text(model, tokenizer, num_tokens, device, seed):
 
 
 def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machine, saver, metrics):
-    """Every eval_interval steps: the loss on both splits, a metrics line, the loss plot, a sample (not at step 0,
-    where the model knows nothing) and the checkpoints (ckpt.pt too when the val loss is the best so far). Only
-    rank 0 evaluates; every rank saves (they all take part in gathering the random streams)."""
+    """Every eval_interval steps: the loss on both splits, a metrics line (loss.png is redrawn from it), a sample
+    (not at step 0, where the model knows nothing) and the checkpoints (ckpt.pt too when the val loss is the best
+    so far). Only rank 0 evaluates; every rank saves (they all take part in gathering the random streams)."""
     if not machine.master:
         return saver.save(iter_num, saver.rng_now())
     block_size, meta, eval_start = model.config.block_size, saver.meta, time.perf_counter()
@@ -241,7 +241,6 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     metrics.write({"iter": iter_num, "tokens": iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size,
                    "eval_train_loss": losses["train"], "val_loss": losses["val"], "val_bpc": val_bpc,
                    "lr": learning_rate_at(iter_num, cfg), "eval_seconds": time.perf_counter() - eval_start})
-    loss_plot.redraw_in_background(cfg.out_dir, meta["vocab_size"])  # OUT_DIR/loss.png, by a child process
     tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))
     if text:  # (sample_chars 0: none)
@@ -283,7 +282,7 @@ def main(argv=None):
     print(f"model: {model.num_params():,} parameters, {model_config.n_layer} layers, {model_config.n_head} heads, "
           f"{model_config.n_embd} wide, block {block_size}, vocab {model_config.vocab_size}")
     print(machine.describe(compiled=eval_model is not model) + f"; {tokens_per_iter:,} tokens per iteration")
-    metrics = checkpoint.MetricsLog(cfg.out_dir, resumed_at, machine.master)
+    metrics = checkpoint.MetricsLog(cfg.out_dir, resumed_at, machine.master, meta["vocab_size"])
     progress = runtime.Progress(cfg.max_iters, iter_num, tokens_per_iter, machine)
     run_start, autocast, stopping = time.perf_counter(), machine.autocast(), False
 
@@ -331,8 +330,7 @@ def main(argv=None):
         progress.close()
         if not stopping and iter_num != resumed_at:
             evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machine, saver, metrics)
-    metrics.close()
-    loss_plot.wait_for_drawing()  # loss.png shows the whole run before we say done
+    metrics.close()  # and loss.png shows the whole run before we say done
     runtime.shut_down(machine)
     print(runtime.farewell(stopping, stop.received, iter_num, cfg.out_dir, time.perf_counter() - run_start,
                            saver.best_val_loss))
