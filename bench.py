@@ -533,6 +533,8 @@ def draw_lengths(report, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return plot.save_png(fig, path, dpi=80)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # bench.py decode-step: what one generated character costs at one sample, eager and compiled, against the full
 # 64-character forward that every character of a cropped model costs (issue 14's 10x)
@@ -630,16 +632,22 @@ def whole_split_loss(logits_of, tokens, block_size, batch_size=64):
     return total / (windows * block_size)
 
 
+def best_checkpoint_loss(out_dir, tokens=None):
+    """A babygpt run's best checkpoint (OUT_DIR/ckpt.pt) scored by whole_split_loss on tokens (by default its
+    data's val.bin), and the iteration it was saved at."""
+    saved = checkpoint.load(Path(out_dir) / "ckpt.pt")
+    model = checkpoint.load_model(saved).eval()
+    if tokens is None:
+        tokens = np.fromfile(Path(saved["train_config"]["data_dir"]) / "val.bin", dtype=np.uint16)
+    return whole_split_loss(lambda x: model(x)[0], tokens, model.config.block_size), saved["iter_num"]
+
+
 def whole_val(args):
-    """Each run's best checkpoint (OUT_DIR/ckpt.pt) scored by whole_split_loss on its data's val.bin: the
-    evaluator of bench.py peer, for any babygpt run."""
+    """Each run's best checkpoint on the whole val split: the evaluator of bench.py peer, for any babygpt run."""
     scores = {}
     for out_dir in args.out_dirs:
-        saved = checkpoint.load(Path(out_dir) / "ckpt.pt")
-        model = checkpoint.load_model(saved).eval()
-        tokens = np.fromfile(Path(saved["train_config"]["data_dir"]) / "val.bin", dtype=np.uint16)
-        scores[out_dir] = whole_split_loss(lambda x: model(x)[0], tokens, model.config.block_size)
-        print(f"{out_dir}: {scores[out_dir]:.4f} on the whole val split (iteration {saved['iter_num']})")
+        scores[out_dir], iter_num = best_checkpoint_loss(out_dir)
+        print(f"{out_dir}: {scores[out_dir]:.4f} on the whole val split (iteration {iter_num})")
     return scores
 
 
@@ -796,8 +804,7 @@ def peer(args):
 def whole_run_rows(args, out, nanogpt, python, val_tokens, whole_rounds):
     """The table's rows for nanoGPT's whole classic run and babygpt's cpu preset (medians over the rounds of
     (nanoGPT run, babygpt run) in whole_rounds), and their numbers."""
-    baby_model = checkpoint.load_model(checkpoint.load(out / "babygpt-cpu" / "ckpt.pt"))
-    baby_score = whole_split_loss(lambda x: baby_model(x)[0], val_tokens, baby_model.config.block_size)
+    baby_score, _ = best_checkpoint_loss(out / "babygpt-cpu", val_tokens)
     script = "import numpy as np, torch\nfrom torch.nn import functional as F\n" + \
              inspect.getsource(whole_split_loss) + NANOGPT_SCORER
     scored = subprocess.run([python, "-c", script, str(out / "nanogpt-classic" / "ckpt.pt"),

@@ -218,7 +218,6 @@ def test_bench_decode_step_is_the_rolling_cache_step_and_times_every_mode():
     assert len(result["ms"]) == 2 and all(len(t) == 1 and t[0] > 0 for t in result["ms"].values())
 
 
-
 def test_bench_whole_val_scores_a_run_like_the_peer_evaluator(trained_run):
     saved = checkpoint.load(trained_run / "ckpt.pt")
     model = checkpoint.load_model(saved).eval()
