@@ -4,8 +4,8 @@ loss_plot.py -- a run's loss curves: read OUT_DIR/metrics.jsonl, draw OUT_DIR/lo
     python plot.py loss out          # what a person types (plot.py draws its other pictures too)
     python loss_plot.py out 65       # the same picture from this file alone: out/loss.png, ln(65) marked
 
-Why a module of its own, with no torch in it: train.py redraws loss.png after every evaluation, and it does so
-through a child process running this file (`--serve`: a redraw whenever lines arrive on its stdin). The child
+Why a module of its own, with no torch in it: train.py redraws loss.png after every evaluation (its metrics log,
+checkpoint.MetricsLog, asks for it), and it does so through a child process running this file (`--serve`: a redraw whenever lines arrive on its stdin). The child
 imports only matplotlib and numpy, once; so the training process never holds matplotlib (about 35 MB), never
 waits for a picture, and a plotting problem (no matplotlib, a full disk) can never touch the run: it costs one
 warning, and plotting stays off for that run. It runs at a lower priority than the training it draws.
