@@ -152,9 +152,20 @@ def expected_weights(model_config, weights, path):
     if len(layers) != model_config["n_layer"]:  # before building (a hand-edited n_layer of 10**5 takes minutes)
         raise CheckpointError(f"{path}: the weights do not fit model_config (n_layer {model_config['n_layer']}, "
                               f"but the weights have {len(layers)} blocks)")
-    with torch.device("meta"):  # (the attention pattern is a buffer that is never saved; bigbird's cannot be
-        model = GPT(GPTConfig(**{**model_config, "attn_pattern": "causal"}))  # drawn on 'meta')
+    with torch.device("meta"), ShapesOnly():  # (the attention pattern is a buffer that is never saved; bigbird's
+        model = GPT(GPTConfig(**{**model_config, "attn_pattern": "causal"}))  # cannot be drawn on 'meta')
     return {name: (tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
+
+
+class ShapesOnly(torch.overrides.TorchFunctionMode):
+    """Skips torch.nn.init.normal_ (the tensor keeps its shape). On the 'meta' device normal_ is written in
+    Python and its first call imports torch._dynamo, 2.3 s of sample.py's start on a CPU, to draw no numbers."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.init.normal_:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def validate_contents(checkpoint, path):
