@@ -166,9 +166,9 @@ _DRAWERS = {}  # out_dir -> its drawing child (`python loss_plot.py --serve OUT_
 
 
 def start_drawing(out_dir, vocab_size=None):
-    """Start the run's drawing child, which imports matplotlib at once: train.py calls this before it builds the
-    optimizer, so that import (~1 s) runs on the core left idle while torch.optim imports torch._dynamo (~2 s),
-    not next to the first training steps. Never raises; returns the child, or None if plotting is off."""
+    """Start the run's drawing child, which imports matplotlib at once: train.py calls this as soon as the output
+    folder is ready, so that import (~1 s) runs beside the model's set-up and first evaluation, and the first
+    picture is not late. Never raises; returns the child, or None if plotting is off."""
     key = str(out_dir)
     if key not in _DRAWERS:
         try:

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 import versions  # noqa: F401 -- first: a torch older than 2.5 (no nn.RMSNorm) is refused in one line
 from attention_patterns import causal_mask, check_pattern_settings, fixed_pattern, layer_mask
+from optimizer import AdamW
 
 
 @dataclass
@@ -327,4 +328,4 @@ def make_optimizer(model, learning_rate, weight_decay, betas, fused=False):
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+    return AdamW(groups, lr=learning_rate, betas=betas, fused=fused)

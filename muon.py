@@ -13,6 +13,8 @@ and biases stay with AdamW.
 
 import torch
 
+from optimizer import AdamW, Optimizer
+
 
 def orthogonalize(G, steps=5):
     """Approximately U V^T for G = U S V^T, with the quintic Newton-Schulz iteration of Keller Jordan's Muon.
@@ -35,7 +37,7 @@ def orthogonalize(G, steps=5):
     return X.reshape(G.shape).type_as(G)
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(Optimizer):
     """SGD with Nesterov momentum, whose update is orthogonalised before it is applied. For 2-D parameters only."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0):
@@ -51,10 +53,9 @@ class Muon(torch.optim.Optimizer):
             for params in by_shape.values():
                 looks_ahead = []
                 for p in params:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    buf = state["momentum_buffer"]
+                    if p not in self.state:
+                        self.state[p] = {"momentum_buffer": torch.zeros_like(p)}
+                    buf = self.state[p]["momentum_buffer"]
                     buf.lerp_(p.grad, 1 - group["momentum"])  # running average of the gradient
                     looks_ahead.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov: look one step ahead
                 updates = orthogonalize(torch.stack(looks_ahead))  # (n, rows, cols)
@@ -106,7 +107,7 @@ def make_muon_optimizer(model, learning_rate, muon_lr, muon_momentum, weight_dec
     matrices = hidden_matrices(model)
     rest = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in matrices)]
     muon = Muon([{"params": matrices, "lr_scale": muon_lr / learning_rate}], lr=muon_lr, momentum=muon_momentum)
-    adamw = torch.optim.AdamW([
+    adamw = AdamW([
         {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
     ], lr=learning_rate, betas=betas, fused=fused)
