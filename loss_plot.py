@@ -5,10 +5,11 @@ loss_plot.py -- a run's loss curves: read OUT_DIR/metrics.jsonl, draw OUT_DIR/lo
     python loss_plot.py out 65       # the same picture from this file alone: out/loss.png, ln(65) marked
 
 Why a module of its own, with no torch in it: train.py redraws loss.png after every evaluation (its metrics log,
-checkpoint.MetricsLog, asks for it), and it does so through a child process running this file (`--serve`: a redraw whenever lines arrive on its stdin). The child
-imports only matplotlib and numpy, once; so the training process never holds matplotlib (about 35 MB), never
-waits for a picture, and a plotting problem (no matplotlib, a full disk) can never touch the run: it costs one
-warning, and plotting stays off for that run. It runs at a lower priority than the training it draws.
+checkpoint.MetricsLog, asks for it), and it does so through a child process running this file (`--serve`: a
+redraw whenever lines arrive on its stdin). The child imports only matplotlib and numpy, once; so the training
+process never holds matplotlib (about 35 MB), never waits for a picture, and a plotting problem (no matplotlib,
+a full disk) can never touch the run: it costs one warning, and plotting stays off for that run. It runs at a
+lower priority than the training it draws, and it starts before train.py imports torch (start_early).
 """
 
 import json
@@ -162,28 +163,47 @@ def draw_loss(runs, path, dpi=100):
 # train.py's side: one child process per run redraws loss.png whenever asked
 
 
-_DRAWERS = {}  # out_dir -> its drawing child (`python loss_plot.py --serve OUT_DIR V`), or None once it failed
+_DRAWERS = {}  # out_dir -> its drawing child (`python loss_plot.py --serve`), or None once it failed
+_SPARE = []  # a child started by start_early, not yet told what to draw
+
+
+def start_early(module_name):
+    """Start a drawing child before the run knows what it will draw: train.py calls this (when it runs as the
+    program, on rank 0) before it imports torch, so the child's import of matplotlib (~1 s) runs on the other
+    core while ours of torch (~2.5 s) runs on this one, not beside the first training steps. start_drawing
+    hands it its out_dir; if nothing does (--help, a mistake on the command line), it exits when we do."""
+    if module_name == "__main__" and os.environ.get("RANK", "0") == "0" and not _SPARE:
+        try:
+            _SPARE.append(_spawn())
+        except OSError:
+            pass  # start_drawing will try again, and say why if it fails too
+
+
+def _spawn():
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
+                            start_new_session=True)  # its own session: a Ctrl-C meant for training is not for it
 
 
 def start_drawing(out_dir, vocab_size=None):
-    """Start the run's drawing child, which imports matplotlib at once: train.py calls this as soon as the output
-    folder is ready, so that import (~1 s) runs beside the model's set-up and first evaluation, and the first
-    picture is not late. Never raises; returns the child, or None if plotting is off."""
+    """The run's drawing child, told what to draw (its first line on stdin): the one start_early started, or a
+    new one, which imports matplotlib at once. Never raises; returns the child, or None if plotting is off."""
     key = str(out_dir)
     if key not in _DRAWERS:
+        child = None
         try:
-            _DRAWERS[key] = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--serve", key, str(vocab_size or 0)],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                errors="replace", start_new_session=True)  # its own session: a Ctrl-C meant for training is not for it
-        except OSError as e:
-            _give_up(key, None, f"{type(e).__name__}: {e}")
+            child = _SPARE.pop() if _SPARE else _spawn()
+            child.stdin.write(json.dumps([key, vocab_size or 0]) + "\n")  # JSON: any path fits on one line
+            child.stdin.flush()
+            _DRAWERS[key] = child
+        except OSError as e:  # it could not start, or it has already ended (its stderr says why)
+            _give_up(key, child, None if child else f"{type(e).__name__}: {e}")
     return _DRAWERS[key]
 
 
 def redraw_in_background(out_dir, vocab_size=None):
     """Ask the run's drawing child to redraw OUT_DIR/loss.png, and return at once: it draws while training goes
-    on. The child is started on the first call unless start_drawing did it, so it imports matplotlib once.
+    on. The first call starts the run's child (start_drawing), so it imports matplotlib once.
     Never raises."""
     key = str(out_dir)
     child = start_drawing(out_dir, vocab_size)
@@ -236,22 +256,33 @@ def give_way_to_training():
 
 
 def main(argv=None):
-    """python loss_plot.py OUT_DIR V draws OUT_DIR/loss.png once (V: the vocabulary size, 0 if unknown); with
-    --serve first, it redraws whenever lines arrive on stdin, until stdin ends (train.py's child): requests that
-    came in while it was drawing make one redraw, so it never falls behind a fast run."""
+    """python loss_plot.py OUT_DIR V draws OUT_DIR/loss.png once (V: the vocabulary size, 0 if unknown).
+    python loss_plot.py --serve is train.py's child: its first line on stdin is ["OUT_DIR", V] (JSON), then it
+    redraws whenever lines arrive, until stdin ends; requests that came in while it was drawing make one redraw,
+    so it never falls behind a fast run."""
     argv = sys.argv[1:] if argv is None else argv
-    serve = argv[:1] == ["--serve"]
-    out_dir, vocab_size = Path(argv[serve]), int(argv[serve + 1])
 
-    def draw():
+    def draw(out_dir, vocab_size):
+        out_dir = Path(out_dir)
         draw_loss([(out_dir.name, loss_curves(read_metrics(out_dir)), vocab_size or None)], out_dir / "loss.png")
 
-    if not serve:
-        return draw()
+    if argv != ["--serve"]:
+        if len(argv) != 2 or not argv[1].isdigit():
+            raise UserError("usage: python loss_plot.py OUT_DIR VOCAB_SIZE (0 if unknown)")
+        return draw(argv[0], int(argv[1]))
     give_way_to_training()
-    new_figure(1, 1)  # import matplotlib now, before the first request (see start_drawing)
-    while os.read(0, 4096):  # whatever requests arrived while it drew (one or several lines): one redraw
-        draw()
+    new_figure(1, 1)  # import matplotlib now, before the first request (see start_early)
+    received = b""
+    while b"\n" not in received:
+        chunk = os.read(0, 4096)
+        if not chunk:
+            return  # the run ended before it said what to draw
+        received += chunk
+    first_line, requests = received.split(b"\n", 1)
+    out_dir, vocab_size = json.loads(first_line)
+    while requests or (requests := os.read(0, 4096)):  # whatever requests arrived while it drew: one redraw
+        draw(out_dir, vocab_size)
+        requests = b""
 
 
 if __name__ == "__main__":

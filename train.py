@@ -21,13 +21,14 @@ import time
 from dataclasses import dataclass
 
 import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
+import loss_plot  # (no torch in it) loss.png's drawing child starts now: its import of matplotlib runs beside
+loss_plot.start_early(__name__)  # ours of torch below, one core each, instead of beside the first steps
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import checkpoint
 import engine
-import loss_plot
 import prepare
 import runtime
 from cli import (UserError, add_dataclass_flags, build, check_fields, check_preset_agrees, load_preset, preset_parser,
@@ -260,8 +261,6 @@ def main(argv=None):
     runtime.check_model_fits(model_config, cfg.batch_size, machine.device)  # one line, not a MemoryError, if not
     splits = {split: load_split(cfg.data_dir, split, block_size, meta["vocab_size"]) for split in ("train", "val")}
     checkpoint.prepare_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite, machine)
-    if machine.master:  # loss.png's drawing child starts now: its imports overlap ours (loss_plot.py)
-        loss_plot.start_drawing(cfg.out_dir, meta["vocab_size"])
 
     # -- model, optimizer, random streams
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
