@@ -238,14 +238,14 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     improved = saver.record(losses["val"])
     saver.save(iter_num, saver.rng_now(), also_best=improved)  # before the line below says "saved"
     val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])  # same for any tokenizer
+    tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+               f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))  # the number first: sampling takes a while
     text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if iter_num else ""
+    if text:  # (sample_chars 0: none)
+        tqdm.write("sample: " + text.replace("\n", "\n        "))
     metrics.write({"iter": iter_num, "tokens": iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size,
                    "eval_train_loss": losses["train"], "val_loss": losses["val"], "val_bpc": val_bpc,
                    "lr": learning_rate_at(iter_num, cfg), "eval_seconds": time.perf_counter() - eval_start})
-    tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-               f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))
-    if text:  # (sample_chars 0: none)
-        tqdm.write("sample: " + text.replace("\n", "\n        "))
 
 
 def main(argv=None):
