@@ -239,7 +239,7 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
     saver.save(iter_num, saver.rng_now(), also_best=improved)  # before the line below says "saved"
     val_bpc = bits_per_character(losses["val"], meta["val_tokens"], meta["val_chars"])  # same for any tokenizer
     tqdm.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-               f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))  # the number first: sampling takes a while
+               f"({val_bpc:.3f} bits/char)" + (" (best, saved)" if improved else ""))  # the number, then the sample
     text = sample_text(model, tokenizer, cfg.sample_chars, machine.device, cfg.seed) if iter_num else ""
     if text:  # (sample_chars 0: none)
         tqdm.write("sample: " + text.replace("\n", "\n        "))
