@@ -98,6 +98,32 @@ def test_the_drawing_child_gives_way_to_training_and_draws_only_when_asked(tmp_p
     assert child.returncode == 0 and not (tmp_path / "loss.png").exists()
 
 
+def drawing_children():
+    """The pids of every `loss_plot.py --serve` process on this machine (Linux's /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or it has just ended
+            continue
+        if any(a.endswith(b"loss_plot.py") for a in args) and b"--serve" in args:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux's /proc")
+def test_the_early_drawing_child_of_a_mistyped_command_exits_with_it(tmp_path):
+    """train.py starts loss.png's child before it imports torch, before it has read its flags: a command that
+    ends in a one-line error must not leave that child behind."""
+    done = subprocess.run([sys.executable, "train.py", "--max_itres", "5", "--out_dir", str(tmp_path / "out")],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unrecognized arguments: --max_itres" in done.stderr
+    deadline = time.monotonic() + 60  # (it sees the end of its stdin once matplotlib is imported)
+    while drawing_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert drawing_children() == [] and not (tmp_path / "out").exists()
+
+
 def test_metrics_files_written_before_eval_train_loss_existed_still_plot(tmp_path):
     """Until 2026-11-24 an evaluation line called its averaged train loss train_loss, like a step line."""
     old = [{"iter": 0, "tokens": 0, "train_loss": 4.2, "val_loss": 4.3, "val_bpc": 6.2, "lr": 1e-4},
