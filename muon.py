@@ -13,7 +13,7 @@ and biases stay with AdamW.
 
 import torch
 
-from optimizer import AdamW, Optimizer
+from optimizer import AdamW, Optimizer, weight_decay_groups
 
 
 def orthogonalize(G, steps=5):
@@ -107,8 +107,5 @@ def make_muon_optimizer(model, learning_rate, muon_lr, muon_momentum, weight_dec
     matrices = hidden_matrices(model)
     rest = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in matrices)]
     muon = Muon([{"params": matrices, "lr_scale": muon_lr / learning_rate}], lr=muon_lr, momentum=muon_momentum)
-    adamw = AdamW([
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-    ], lr=learning_rate, betas=betas, fused=fused)
+    adamw = AdamW(weight_decay_groups(rest, weight_decay), lr=learning_rate, betas=betas, fused=fused)
     return MuonAndAdamW(muon, adamw)

@@ -1,5 +1,5 @@
 """
-The optimizers' common part, and AdamW written out.
+The optimizers' common part, AdamW written out, and make_optimizer (AdamW with weight decay on matrices only).
 
 An optimizer holds the parameters in groups that share settings (a learning rate, a weight decay), and a dict of
 state for each parameter (Adam's two running means, Muon's momentum). torch.optim's optimizers do this too, but
@@ -113,3 +113,20 @@ class AdamW(Optimizer):
                 s["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)  # v
                 denominator = (s["exp_avg_sq"].sqrt() / (1 - beta2 ** t) ** 0.5).add_(eps)  # sqrt(v^) + eps
                 p.addcdiv_(s["exp_avg"], denominator, value=-lr / (1 - beta1 ** t))  # - lr m^ / (sqrt(v^) + eps)
+
+
+def weight_decay_groups(params, weight_decay):
+    """Two param groups: weight decay for 2-D weight matrices (Linear weights and embeddings), none for the rest.
+
+    Biases and LayerNorm gains are 1-D: decaying them toward 0 only hurts, so they get weight_decay 0.
+    The tied token-embedding / LM-head matrix is one Parameter: model.parameters() yields it once, it is
+    2-D, so it is decayed once, as an ordinary weight matrix."""
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def make_optimizer(model, learning_rate, weight_decay, betas, fused=False):
+    """AdamW over all of model's trainable parameters, weight decay on its matrices only (weight_decay_groups).
+    fused=True: one kernel for the whole update (CUDA and CPU)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return AdamW(weight_decay_groups(params, weight_decay), lr=learning_rate, betas=betas, fused=fused)

@@ -33,8 +33,9 @@ import prepare
 import runtime
 from cli import (UserError, add_dataclass_flags, build, check_fields, check_preset_agrees, load_preset, preset_parser,
                  run)
-from model import GPT, GPTConfig, make_optimizer
+from model import GPT, GPTConfig
 from muon import make_muon_optimizer
+from optimizer import make_optimizer
 from tokenizer import TokenizerUnavailable, bits_per_character, read_meta, tokenizer_from_meta
 
 DEFAULT_PRESET = "cpu"  # what `python train.py` runs with no --preset: the fast recipe of the README

@@ -57,7 +57,8 @@ from torch.nn import functional as F
 import checkpoint
 import train
 from cli import Parser, UserError, load_preset, run
-from model import GPT, Block, GPTConfig, make_optimizer
+from model import GPT, Block, GPTConfig
+from optimizer import make_optimizer
 from tokenizer import read_meta
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "build_up.png"

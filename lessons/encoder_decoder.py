@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 
 from cli import Parser, UserError, run
-from model import GPT, Block, GPTConfig, explicit_attention, make_optimizer
+from model import GPT, Block, GPTConfig, explicit_attention
+from optimizer import make_optimizer
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 BOS = len(LETTERS)  # token 26: "begin the answer", the decoder's first input

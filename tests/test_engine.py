@@ -9,7 +9,7 @@ import engine
 import sample
 from cli import run
 from conftest import run_script
-from model import sample_next_token
+from sampling import sample_next_token
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from model import GPT, GPTConfig, make_optimizer, sample_next_token
+from model import GPT, GPTConfig
+from optimizer import make_optimizer
+from sampling import sample_next_token
 
 SMALL = dict(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=24)
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY
-from model import GPT, GPTConfig, make_optimizer
+from model import GPT, GPTConfig
+from optimizer import make_optimizer
 
 
 def tiny_gpt():
