@@ -104,3 +104,11 @@ def test_every_readme_command_works_as_written_after_make_demo(after_make_demo, 
     assert ran >= 20
     if missing_rank_file:  # everything else passed; say what was left out
         skip_for_missing_data(f"the README's --tokenizer gpt2 command needs GPT-2's rank file: {missing_rank_file}")
+
+
+def test_model_py_stays_under_the_300_lines_the_readme_promises():
+    """A learner reads model.py top to bottom: what is not the GPT itself lives beside it (sampling.py: how a
+    token is drawn; optimizer.py: AdamW and its param groups), and the README's table says so."""
+    assert "`generate` (under 300 lines)" in README.read_text(encoding="utf-8")
+    lines = (ROOT / "model.py").read_text(encoding="utf-8").splitlines()
+    assert len(lines) < 300, f"model.py has {len(lines)} lines"
