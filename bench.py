@@ -764,11 +764,20 @@ def peer(args):
 
     (nano_ms, nano_fixed), (baby_ms, baby_fixed) = marginal_and_fixed("nanogpt"), marginal_and_fixed("babygpt")
     (nano_cpu_ms, _), (baby_cpu_ms, _) = marginal_and_fixed("nanogpt", "cpu_seconds"), marginal_and_fixed("babygpt", "cpu_seconds")
+    # each round's own ratio: its four runs came minutes apart, so the machine's drift (10-20% between runs here)
+    # moves both programs alike; the ratio of the medians above can pair a fast minute's run with a slow one's
+    round_ratios = [
+        (n_long["seconds"] - n_short["seconds"]) / (b_long["seconds"] - b_short["seconds"])
+        for n_short, n_long, b_short, b_long in zip(*(runs[f"{who}-{steps}"] for who in ("nanogpt", "babygpt")
+                                                      for steps in (args.short, args.long)))
+    ]
     nano_rss = statistics.median(r["peak_rss_mb"] for r in runs[f"nanogpt-{args.short}"])
     baby_rss = statistics.median(r["peak_rss_mb"] for r in runs[f"babygpt-{args.short}"])
     rows = [
         (f"classic recipe, marginal time per iteration ({args.long} minus {args.short} iterations)",
          f"{nano_ms:.1f} ms", f"{baby_ms:.1f} ms", f"{nano_ms / baby_ms:.2f}x"),
+        ("the same, round by round (nanoGPT's marginal time over babygpt's in each round of four runs; their median)",
+         "", "rounds " + " / ".join(f"{r:.2f}x" for r in round_ratios), f"{statistics.median(round_ratios):.2f}x"),
         ("the same in CPU time (user + system, all threads: less sensitive to other programs)",
          f"{nano_cpu_ms:.1f} ms", f"{baby_cpu_ms:.1f} ms", f"{nano_cpu_ms / baby_cpu_ms:.2f}x"),
         ("fixed cost of a classic run (start-up, first and last evaluation, saves)",
@@ -778,11 +787,12 @@ def peer(args):
     ]
     result = {"nanogpt": str(nanogpt), "together": args.together, "short": args.short, "long": args.long,
               "repeats": args.repeats, "load_average_at_start": load_before, "target": args.target, "nanogpt_ms_per_iter": nano_ms, "babygpt_ms_per_iter": baby_ms,
-              "throughput_ratio": nano_ms / baby_ms, "nanogpt_cpu_ms_per_iter": nano_cpu_ms,
+              "throughput_ratio": nano_ms / baby_ms, "throughput_ratio_by_round": round_ratios,
+              "throughput_ratio_median_of_rounds": statistics.median(round_ratios), "nanogpt_cpu_ms_per_iter": nano_cpu_ms,
               "babygpt_cpu_ms_per_iter": baby_cpu_ms, "nanogpt_fixed_s": nano_fixed, "babygpt_fixed_s": baby_fixed,
               "nanogpt_peak_rss_mb": nano_rss, "babygpt_peak_rss_mb": baby_rss, "runs": runs}
     if args.whole:
-        rows[3:3], whole = whole_run_rows(args, out, nanogpt, python, val_tokens, whole_rounds)
+        rows[4:4], whole = whole_run_rows(args, out, nanogpt, python, val_tokens, whole_rounds)
         result.update(whole)
         result["runs"].update({"nanogpt-classic": [n for n, _ in whole_rounds],
                                "babygpt-cpu": [b for _, b in whole_rounds]})

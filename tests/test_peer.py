@@ -21,7 +21,7 @@ def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(
     shutil.copytree(ROOT / "tests" / "peer_standin", standin)
 
     result = bench.main(["peer", "--nanogpt", str(standin), "--data_dir", str(data_dir), "--out_dir", str(tmp_path / "out"),
-                         "--short", "2", "--long", "4", "--target", "100", "--together", "1", "--whole", "2",
+                         "--short", "2", "--long", "4", "--repeats", "2", "--target", "100", "--together", "1", "--whole", "2",
                          "--nanogpt_flags", "--max_iters=6 --eval_interval=3 --eval_iters=2 --batch_size=4 --block_size=16",
                          "--babygpt_flags", TINY_BABYGPT])
 
@@ -35,6 +35,13 @@ def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(
     assert result["nanogpt_seconds_to_target"] <= result["nanogpt_wall_s"]
     assert result["babygpt_cpu_seconds_to_target"] <= result["babygpt_cpu_wall_s"]
     assert result["babygpt_cpu_eval_s"] > 0 and result["nanogpt_peak_rss_mb"] > 0 and result["babygpt_peak_rss_mb"] > 0
+    # the marginal time per step, also round by round: each round's four runs give one ratio, the median is theirs
+    seconds = {name: [run["seconds"] for run in result["runs"][name]] for name in
+               ("nanogpt-2", "nanogpt-4", "babygpt-2", "babygpt-4")}
+    assert result["throughput_ratio_by_round"] == [
+        (seconds["nanogpt-4"][r] - seconds["nanogpt-2"][r]) / (seconds["babygpt-4"][r] - seconds["babygpt-2"][r])
+        for r in range(2)]
+    assert result["throughput_ratio_median_of_rounds"] == statistics.median(result["throughput_ratio_by_round"])
     assert (tmp_path / "out" / "peer.json").is_file()
 
 
