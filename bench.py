@@ -397,8 +397,8 @@ def sample(args):
     report = {"command": "python bench.py sample " + " ".join(sys.argv[2:]), "preset": args.preset,
               "params": model.num_params(), "block_size": config.block_size, "samples": args.samples,
               "new_tokens": args.new_tokens, "threads": args.threads, "repeats": args.repeats, "modes": {}}
-    print(f"\n| mode | chars/s | speedup vs uncached one by one (min-max over rounds) | "
-          f"chars/s while the window fills | chars/s once it is full |")
+    print("\n| mode | chars/s | speedup vs uncached one by one (min-max over rounds) | "
+          "chars/s while the window fills | chars/s once it is full |")
     print("|---|---|---|---|---|")
     for name, *_ in modes:
         runs = results[name]
