@@ -861,6 +861,7 @@ LEVERS = {  # name: what changes from train.py's classic step
     "no rng snapshot": {"rng": False},
     "no grad clipping": {"clip": False},
     "for-loop AdamW": {"fused": False},
+    "torch.optim AdamW": {"torch_optim": True},  # torch's own fused AdamW, which optimizer.py's replaced
     "no biases": {"bias": False},
     "bfloat16 autocast": {"bf16": True},
     "torch.compile": {"compile": "default"},
@@ -880,11 +881,15 @@ def levers(args):
         raise UserError(f"unknown lever {unknown[0]!r}; known: {', '.join(LEVERS)}")
     states = {}
     for name in names:
-        lever = {"rng": True, "clip": True, "fused": True, "bias": True, "bf16": False, "compile": None, **LEVERS[name]}
+        lever = {"rng": True, "clip": True, "fused": True, "bias": True, "bf16": False, "compile": None,
+                 "torch_optim": False, **LEVERS[name]}
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=65, bias=lever["bias"]))
         step_model = torch.compile(model, mode=lever["compile"], dynamic=False) if lever["compile"] else model
-        states[name] = (lever, model, step_model, train.build_optimizer(model, cfg, fused=lever["fused"]),
+        optimizer = train.build_optimizer(model, cfg, fused=lever["fused"])
+        if lever["torch_optim"]:  # the same groups and settings, in torch.optim.AdamW
+            optimizer = torch.optim.AdamW(optimizer.param_groups, fused=True)
+        states[name] = (lever, model, step_model, optimizer,
                         torch.Generator().manual_seed(cfg.seed), [0])
 
     def run_(name, iters):
