@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:3]; sys.exit(0 if v >= (3, 10) else "error: babygpt needs Python 3.10 or newer, and $(PYTHON) is %d.%d.%d; run make with PYTHON=python3.12 (or another 3.10+)" % v)'
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || { echo "no torch found: installing $(TORCH) into $(VENV) $(if $(PIP_ARGS),,(on Linux the CUDA build; see PIP_ARGS in the Makefile for the CPU one))"; $(PY) -m pip install -q $(PIP_ARGS) $(TORCH); }
-	@$(PY) -c "import versions"  # one line, and a stop, if the torch reused from the system is older than 2.5
+	@$(PY) -c "from babygpt import versions"  # one line, and a stop, if the torch reused from the system is older than 2.5
 	$(PY) -m pip install -q $(PIP_ARGS) -r requirements.txt
 	touch $@
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import versions  # noqa: F401 -- first: a torch older than 2.5 (no nn.RMSNorm) is refused in one line
-from attention_patterns import causal_mask, check_pattern_settings, fixed_pattern, layer_mask
-from sampling import sample_next_token
+from babygpt import versions  # noqa: F401 -- first: a torch older than 2.5 (no nn.RMSNorm) is refused in one line
+from babygpt.attention_patterns import causal_mask, check_pattern_settings, fixed_pattern, layer_mask
+from babygpt.sampling import sample_next_token
 
 
 @dataclass

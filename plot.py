@@ -16,16 +16,16 @@ without a display (on a server, in tests). The loss curves are in loss_plot.py, 
 import math
 from pathlib import Path
 
-import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
+from babygpt import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import torch
 from torch.nn import functional as F
 
-from attention_patterns import layer_mask
-import checkpoint
-from cli import Parser, UserError, run
+from babygpt.attention_patterns import layer_mask
+from babygpt import checkpoint
+from babygpt.cli import Parser, UserError, run
 # the loss curves live in loss_plot.py (no torch there: train.py draws loss.png with it in a child process)
-from loss_plot import draw_loss, loss_curves, new_figure, read_metrics, save_png
-from tokenizer import TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
+from babygpt.loss_plot import draw_loss, loss_curves, new_figure, read_metrics, save_png
+from babygpt.tokenizer import TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 # Characters that are invisible as tick labels get a visible stand-in.
 SHOWN_AS = {"\n": "⏎", " ": "␣", "\t": "⇥"}

@@ -25,13 +25,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
+from babygpt import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import numpy as np
 
-import guards
-from cli import Parser, UserError, run
-from bpe import save_ranks, train_bpe
-from tokenizer import META_FORMAT, META_VERSION, BPETokenizer, CharTokenizer, GPT2Tokenizer, TokenizerUnavailable
+from babygpt import guards
+from babygpt.cli import Parser, UserError, run
+from babygpt.bpe import save_ranks, train_bpe
+from babygpt.tokenizer import META_FORMAT, META_VERSION, BPETokenizer, CharTokenizer, GPT2Tokenizer, TokenizerUnavailable
 
 SHAKESPEARE_DIR = Path("data/shakespeare_char")  # also where the downloaded input.txt lives
 TOKENIZERS = ("char", "gpt2", "bpe")

@@ -17,15 +17,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
+from babygpt import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
 import torch
 
-import checkpoint
-import engine
-import guards
-from cli import Parser, UserError, add_dataclass_flags, build, run
-from runtime import pick_device
-from tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
+from babygpt import checkpoint
+from babygpt import engine
+from babygpt import guards
+from babygpt.cli import Parser, UserError, add_dataclass_flags, build, run
+from babygpt.runtime import pick_device
+from babygpt.tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
 MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0

@@ -20,23 +20,23 @@ import math
 import time
 from dataclasses import dataclass
 
-import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
-import loss_plot  # (no torch in it) loss.png's drawing child starts now: its import of matplotlib runs beside
+from babygpt import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
+from babygpt import loss_plot  # (no torch in it) loss.png's drawing child starts now: its import of matplotlib runs beside
 loss_plot.start_early(__name__)  # ours of torch below, one core each, instead of beside the first steps
 import numpy as np
 import torch
 from tqdm import tqdm
 
-import checkpoint
-import engine
+from babygpt import checkpoint
+from babygpt import engine
 import prepare
-import runtime
-from cli import (UserError, add_dataclass_flags, build, check_fields, check_preset_agrees, load_preset, preset_parser,
+from babygpt import runtime
+from babygpt.cli import (UserError, add_dataclass_flags, build, check_fields, check_preset_agrees, load_preset, preset_parser,
                  run)
 from model import GPT, GPTConfig
-from muon import make_muon_optimizer
-from optimizer import make_optimizer
-from tokenizer import TokenizerUnavailable, bits_per_character, read_meta, tokenizer_from_meta
+from babygpt.muon import make_muon_optimizer
+from babygpt.optimizer import make_optimizer
+from babygpt.tokenizer import TokenizerUnavailable, bits_per_character, read_meta, tokenizer_from_meta
 
 DEFAULT_PRESET = "cpu"  # what `python train.py` runs with no --preset: the fast recipe of the README
 

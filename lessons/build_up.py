@@ -54,12 +54,12 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import checkpoint
+from babygpt import checkpoint
 import train
-from cli import Parser, UserError, load_preset, run
+from babygpt.cli import Parser, UserError, load_preset, run
 from model import GPT, Block, GPTConfig
-from optimizer import make_optimizer
-from tokenizer import read_meta
+from babygpt.optimizer import make_optimizer
+from babygpt.tokenizer import read_meta
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "build_up.png"
 

@@ -21,9 +21,9 @@ import time
 import torch
 import torch.nn as nn
 
-from cli import Parser, UserError, run
+from babygpt.cli import Parser, UserError, run
 from model import GPT, Block, GPTConfig, explicit_attention
-from optimizer import make_optimizer
+from babygpt.optimizer import make_optimizer
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 BOS = len(LETTERS)  # token 26: "begin the answer", the decoder's first input

@@ -28,9 +28,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from cli import Parser, UserError, add_dataclass_flags, run
+from babygpt.cli import Parser, UserError, add_dataclass_flags, run
 from model import GPT, GPTConfig
-from optimizer import make_optimizer
+from babygpt.optimizer import make_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 

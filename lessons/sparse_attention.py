@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 import train
-from attention_patterns import bigbird_mask, causal_mask, count_pairs, sliding_mask
-from cli import Parser, run
+from babygpt.attention_patterns import bigbird_mask, causal_mask, count_pairs, sliding_mask
+from babygpt.cli import Parser, run
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "bigbird_mask.png"
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cli import Parser, UserError, run
+from babygpt.cli import Parser, UserError, run
 from model import GPT, Block, GPTConfig
-from optimizer import make_optimizer
+from babygpt.optimizer import make_optimizer
 
 IMAGE_SIZE, PATCH_SIZE, CLASSES = 28, 7, "0123456789"
 FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",

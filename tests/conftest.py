@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import train
-from cli import UserError, run
+from babygpt.cli import UserError, run
 from prepare import download_shakespeare, prepare
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ model's output at t depends on exactly the last L * (W - 1) + 1 inputs."""
 import pytest
 import torch
 
-from attention_patterns import bigbird_mask, causal_mask, count_pairs, receptive_field, sliding_mask
+from babygpt.attention_patterns import bigbird_mask, causal_mask, count_pairs, receptive_field, sliding_mask
 from lessons.sparse_attention import pairs_table
 from model import GPT, GPTConfig
 

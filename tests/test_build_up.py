@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
+from babygpt import checkpoint
 import train
-from cli import run
+from babygpt.cli import run
 from conftest import train_main
 from lessons.build_up import (STEP_IDS, Bigram, StepBlock, bigram_floor, build_step, main, mean_loss, parse_only,
                               recipe, step_config, table, train_model, whole_split)
 from model import GPT, Block, GPTConfig
 from prepare import prepare
-from tokenizer import read_meta
+from babygpt.tokenizer import read_meta
 
 # A small stand-in for the classic shape: the same structure, steps of a few milliseconds.
 SMALL = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=32)

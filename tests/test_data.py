@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from prepare import prepare
-from tokenizer import CharTokenizer, UnknownCharacters, read_meta
+from babygpt.tokenizer import CharTokenizer, UnknownCharacters, read_meta
 from train import get_batch, load_split
 
 

@@ -4,12 +4,12 @@ and sample.py's --interactive loop answers prompts and ends at end of input."""
 import pytest
 import torch
 
-import checkpoint
-import engine
+from babygpt import checkpoint
+from babygpt import engine
 import sample
-from cli import run
+from babygpt.cli import run
 from conftest import run_script
-from sampling import sample_next_token
+from babygpt.sampling import sample_next_token
 
 
 @pytest.fixture(scope="module")

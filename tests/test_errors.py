@@ -9,7 +9,7 @@ import torch
 import prepare
 import train
 import sample
-from cli import run
+from babygpt.cli import run
 from conftest import TINY, run_script, train_main
 
 
@@ -141,7 +141,7 @@ def help_text(main, argv, capsys):
 
 
 def test_help_lists_every_preset_and_shows_the_values_of_the_chosen_one(capsys):
-    from cli import known_presets, load_preset
+    from babygpt.cli import known_presets, load_preset
     assert set(known_presets()) >= {"classic", "cpu", "gpu"}
     for preset in (None, *known_presets()):
         shown = help_text(train.main, ["--preset", preset] if preset else [], capsys)

@@ -20,16 +20,16 @@ import torch
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-import checkpoint
-import loss_plot
+from babygpt import checkpoint
+from babygpt import loss_plot
 import plot
 import prepare
 import sample
 import train
-from cli import run
+from babygpt.cli import run
 from conftest import TINY
 from model import GPTConfig
-from tokenizer import CharTokenizer, read_meta, tokenizer_from_meta, validate_meta
+from babygpt.tokenizer import CharTokenizer, read_meta, tokenizer_from_meta, validate_meta
 
 
 def fuzz(max_examples):

@@ -22,13 +22,13 @@ import pytest
 import regex
 import torch
 
-import checkpoint
+from babygpt import checkpoint
 import plot
 import prepare
-import runtime
+from babygpt import runtime
 import sample
 import train
-from cli import run
+from babygpt.cli import run
 from conftest import ROOT, TINY, train_main
 from test_errors import fails
 
@@ -382,7 +382,7 @@ def test_the_resume_hint_is_shell_quoted():
 
 
 def test_a_tampered_tiktoken_cache_file_is_named_and_kept(tmp_path, monkeypatch):
-    from tokenizer import GPT2Tokenizer, TokenizerUnavailable
+    from babygpt.tokenizer import GPT2Tokenizer, TokenizerUnavailable
     cached = tmp_path / hashlib.sha1(GPT2Tokenizer.URL.encode()).hexdigest()
     cached.write_bytes(b"IQ== 0\n")  # a rank file, but not the published one
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
@@ -413,7 +413,7 @@ def test_bpe_on_text_without_spaces_learns_from_a_bounded_amount_of_text(shakesp
     """The split pattern cuts text at spaces; without spaces 1 MB is one chunk, and every merge rescanned all of it
     (115 s). The merges are now learned from at most 256 KB of distinct pieces of at most 256 characters, while a
     normal text (Tiny Shakespeare: 100 KB of distinct words) is learned from in full, as before."""
-    from bpe import GPT2_SPLIT_PATTERN, MAX_DISTINCT_BYTES, learning_pieces
+    from babygpt.bpe import GPT2_SPLIT_PATTERN, MAX_DISTINCT_BYTES, learning_pieces
     no_spaces = "".join(shakespeare_text.split())
     pieces = learning_pieces(regex.findall(GPT2_SPLIT_PATTERN, no_spaces))
     assert sum(len(p.encode()) for p in pieces) <= MAX_DISTINCT_BYTES and max(map(len, pieces)) <= 256

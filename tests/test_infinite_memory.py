@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cli import run
+from babygpt.cli import run
 from lessons.infinite_memory import (
     RECALL_VOCAB, GPTConfig, InfiniteMemoryGPT, MemoryConfig, WindowGPT, contract, expected_basis,
     gaussian_density, main, matching_window_config, recall_accuracy, recall_batch, reconstruct,

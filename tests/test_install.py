@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cli import tomllib
-from versions import MIN_TORCH, environment_problem, version_tuple
+from babygpt.cli import tomllib
+from babygpt.versions import MIN_TORCH, environment_problem, version_tuple
 from conftest import ROOT
 
 README = ROOT / "README.md"
@@ -73,7 +73,8 @@ def test_an_old_torch_gets_one_line_from_the_scripts_and_at_import(command, tmp_
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine (see the README's path without make)")
 def test_make_stops_in_one_line_before_installing_anything_when_the_reused_torch_is_too_old(tmp_path):
-    for name in ("Makefile", "versions.py", "requirements.txt"):
+    (tmp_path / "babygpt").mkdir()
+    for name in ("Makefile", "babygpt/__init__.py", "babygpt/versions.py", "requirements.txt"):
         shutil.copy(ROOT / name, tmp_path / name)
     result = subprocess.run(["make", "install", f"PYTHON={sys.executable}"], cwd=tmp_path,
                             env=old_torch_on_path(tmp_path, importable=True), capture_output=True, text=True,
@@ -104,7 +105,7 @@ def test_pip_install_e_makes_babygpt_importable_from_any_folder(tmp_path):
                                capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
     shutil.rmtree(ROOT / "babygpt.egg-info", ignore_errors=True)  # what setuptools leaves in the source folder
-    check = ("import cli, model, sample, train; from pathlib import Path; "
+    check = ("import model, sample, train; from babygpt import cli; from pathlib import Path; "
              "print(Path(model.__file__).parent, len(cli.known_presets()))")
     result = subprocess.run([python, "-c", check], cwd=elsewhere, capture_output=True, text=True, timeout=300,
                             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})

@@ -19,9 +19,9 @@ import time
 import pytest
 import torch
 
-import checkpoint
+from babygpt import checkpoint
 from conftest import ROOT, TINY, train_main
-from runtime import StopSignal
+from babygpt.runtime import StopSignal
 
 MAX_ITERS = 40
 RUN = ["--eval_interval", 10, "--dropout", 0.1, "--max_iters", MAX_ITERS, *TINY]

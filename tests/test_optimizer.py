@@ -9,7 +9,7 @@ import torch
 
 from conftest import ROOT, TINY
 from model import GPT, GPTConfig
-from optimizer import make_optimizer
+from babygpt.optimizer import make_optimizer
 
 
 def tiny_gpt():

@@ -5,7 +5,7 @@ comparison is a documented command (docs/experiments.md), not a test."""
 import shutil
 import statistics
 
-import bench
+from tools import bench
 from conftest import ROOT
 from prepare import prepare
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint
-import loss_plot
+from babygpt import checkpoint
+from babygpt import loss_plot
 import plot
-from cli import run
+from babygpt.cli import run
 from conftest import TINY, train_main
 from test_errors import fails
 
@@ -106,7 +106,7 @@ def drawing_children():
             args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # not a process, or it has just ended
             continue
-        if any(a.endswith(b"loss_plot.py") for a in args) and b"--serve" in args:
+        if any(a == b"babygpt.loss_plot" for a in args) and b"--serve" in args:
             pids.append(int(entry.name))
     return pids
 

@@ -17,9 +17,9 @@ import plot
 import prepare
 import sample
 import train
-from cli import run
+from babygpt.cli import run
 from conftest import ROOT, TINY, skip_for_missing_data, train_main
-from tokenizer import GPT2Tokenizer, TokenizerUnavailable
+from babygpt.tokenizer import GPT2Tokenizer, TokenizerUnavailable
 
 README = ROOT / "README.md"
 BASH = re.compile(r"```bash\n(.*?)```", re.S)

@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import bench
-import checkpoint
-import runtime
+from tools import bench
+from babygpt import checkpoint
+from babygpt import runtime
 import train
-from cli import PRESET_DIR, tomllib  # tomllib, or tomli on Python 3.10
+from babygpt.cli import PRESET_DIR, tomllib  # tomllib, or tomli on Python 3.10
 from conftest import ROOT, TINY, train_main
 from model import GPT, GPTConfig, apply_rotary, rotary_cos_sin
-from muon import hidden_matrices, make_muon_optimizer, orthogonalize
+from babygpt.muon import hidden_matrices, make_muon_optimizer, orthogonalize
 
 MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp_act="relu2", tie_head=False, zero_init_proj=True,
               logit_softcap=30.0, bias=False)

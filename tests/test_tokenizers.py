@@ -14,13 +14,13 @@ import pytest
 import tiktoken
 import tiktoken.load
 
-import checkpoint
+from babygpt import checkpoint
 import sample
-from bpe import encode_with_merges, train_bpe
-from cli import run
+from babygpt.bpe import encode_with_merges, train_bpe
+from babygpt.cli import run
 from conftest import ROOT, TINY, skip_for_missing_data, train_main
 from prepare import main as prepare_main, prepare
-from tokenizer import (BPETokenizer, CharTokenizer, GPT2Tokenizer, StreamDecoder, TokenizerUnavailable,
+from babygpt.tokenizer import (BPETokenizer, CharTokenizer, GPT2Tokenizer, StreamDecoder, TokenizerUnavailable,
                        bits_per_character, read_meta, same_tokenizer, tokenizer_from_meta, validate_meta)
 
 SHARED_TIKTOKEN_CACHE = ROOT.parent / "shared" / "data" / "tiktoken-cache"

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-import checkpoint
+from babygpt import checkpoint
 from conftest import TINY, run_script, train_main
-from runtime import pick_dtype
+from babygpt.runtime import pick_dtype
 from train import TrainConfig, learning_rate_at
 
 
@@ -95,7 +95,7 @@ def test_sample_cli_seed_and_batch(trained_run):
 def test_python_train_py_with_no_preset_runs_the_cpu_recipe_and_classic_runs_the_plain_defaults():
     """What a learner gets from `python train.py`: the README's fast cpu recipe; --preset classic is the lecture's."""
     import train
-    from cli import load_preset
+    from babygpt.cli import load_preset
 
     model_values, cfg, _ = train.resolve_settings([])
     settings = {**model_values, **dataclasses.asdict(cfg)}

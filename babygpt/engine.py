@@ -50,9 +50,9 @@ import math
 import torch
 from torch.nn import functional as F
 
-from attention_patterns import causal_mask, layer_mask
+from babygpt.attention_patterns import causal_mask, layer_mask
 from model import rotary_cos_sin
-from sampling import sample_next_token
+from babygpt.sampling import sample_next_token
 
 
 class RotaryTable:

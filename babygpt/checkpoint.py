@@ -41,15 +41,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import guards
-from cli import UserError, float32_problem, type_problem
-from guards import WriteError, write_atomically
-import loss_plot
-from loss_plot import is_record, read_metrics_lines  # the metrics file's reader (it needs no torch)
+from babygpt import guards
+from babygpt.cli import UserError, float32_problem, type_problem
+from babygpt.guards import WriteError, write_atomically
+from babygpt import loss_plot
+from babygpt.loss_plot import is_record, read_metrics_lines  # the metrics file's reader (it needs no torch)
 from model import GPT, GPTConfig
-import runtime
-from runtime import barrier, diverged_message
-from tokenizer import same_tokenizer, validate_meta
+from babygpt import runtime
+from babygpt.runtime import barrier, diverged_message
+from babygpt.tokenizer import same_tokenizer, validate_meta
 
 FORMAT = "babygpt-checkpoint"
 VERSION = 1

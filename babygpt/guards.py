@@ -23,7 +23,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from cli import UserError
+from babygpt.cli import UserError
 
 try:
     import fcntl  # POSIX; on Windows there is no lock (a second run there is the user's business)

@@ -19,9 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cli  # noqa: F401 -- first: a Ctrl-C during the slow imports exits quietly; an unsupported Python is refused
-import guards
-from cli import UserError, run
+from babygpt import cli  # noqa: F401 -- first: a Ctrl-C during the slow imports exits quietly; an unsupported Python is refused
+from babygpt import guards
+from babygpt.cli import UserError, run
 
 
 def is_record(value):
@@ -179,10 +179,16 @@ def start_early(module_name):
             pass  # start_drawing will try again, and say why if it fails too
 
 
+def _child_env():
+    """The child runs `-m babygpt.loss_plot` from any folder: the repo's root goes on its import path."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 def _spawn():
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], stdin=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "babygpt.loss_plot", "--serve"], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
-                            start_new_session=True)  # its own session: a Ctrl-C meant for training is not for it
+                            start_new_session=True, env=_child_env())  # its own session: a Ctrl-C meant for training is not for it
 
 
 def start_drawing(out_dir, vocab_size=None):

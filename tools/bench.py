@@ -1,14 +1,14 @@
 """
 bench.py -- measurements that are not tests: speed, memory and time-to-loss. Prints a table, writes JSON.
 
-    python bench.py throughput --preset cpu
-    python bench.py time-to-loss --target 1.88 --presets classic,cpu
-    python bench.py sample
-    python bench.py sample --lengths 100,1000,10000 --presets cpu,cpu-sliding
-    python bench.py decode-step             # one generated character: crop, rolling cache, compiled
-    python bench.py whole-val out out-cpu-sliding   # best checkpoints on the whole val split
-    python bench.py peer --nanogpt PATH     # against nanoGPT itself (a checkout you provide), in turns
-    python bench.py levers                  # the classic step with one change at a time, in CPU time
+    python -m tools.bench throughput --preset cpu
+    python -m tools.bench time-to-loss --target 1.88 --presets classic,cpu
+    python -m tools.bench sample
+    python -m tools.bench sample --lengths 100,1000,10000 --presets cpu,cpu-sliding
+    python -m tools.bench decode-step             # one generated character: crop, rolling cache, compiled
+    python -m tools.bench whole-val out out-cpu-sliding   # best checkpoints on the whole val split
+    python -m tools.bench peer --nanogpt PATH     # against nanoGPT itself (a checkout you provide), in turns
+    python -m tools.bench levers                  # the classic step with one change at a time, in CPU time
 
 Results with their commands and machines are kept in docs/experiments.md.
 """
@@ -33,13 +33,13 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import checkpoint
-import engine
-import runtime
+from babygpt import checkpoint
+from babygpt import engine
+from babygpt import runtime
 import train
-from cli import PRESET_DIR, Parser, UserError, build, load_preset, run, tomllib
+from babygpt.cli import PRESET_DIR, Parser, UserError, build, load_preset, run, tomllib
 from model import GPT, GPTConfig, rotary_cos_sin
-from tokenizer import read_meta
+from babygpt.tokenizer import read_meta
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ def sample(args):
     chars = args.samples * args.new_tokens
     fill_chars = args.samples * min(args.new_tokens, config.block_size - 1)
     baseline = [r["seconds"] for r in results[SAMPLE_MODES[0][0]]]
-    report = {"command": "python bench.py sample " + " ".join(sys.argv[2:]), "preset": args.preset,
+    report = {"command": "python -m tools.bench sample " + " ".join(sys.argv[2:]), "preset": args.preset,
               "params": model.num_params(), "block_size": config.block_size, "samples": args.samples,
               "new_tokens": args.new_tokens, "threads": args.threads, "repeats": args.repeats, "modes": {}}
     print("\n| mode | chars/s | speedup vs uncached one by one (min-max over rounds) | "
@@ -488,7 +488,7 @@ def sample_lengths(args):
             results[preset, name].append({"seconds": seconds, "resident_mb": memory})
             print(f"round {round_number + 1}: {preset}, {name}: {seconds[max(lengths)]:.1f} s", file=sys.stderr)
 
-    report = {"command": "python bench.py sample " + " ".join(sys.argv[2:]), "lengths": lengths,
+    report = {"command": "python -m tools.bench sample " + " ".join(sys.argv[2:]), "lengths": lengths,
               "samples": args.samples, "threads": args.threads, "repeats": args.repeats, "runs": []}
     print(f"\nchars/s over the first N characters ({args.samples} sample(s); median of {args.repeats} round(s))\n")
     print("| model | mode | " + " | ".join(f"N = {n:,}" for n in lengths) + " | KV cache | resident MB at "
@@ -723,7 +723,7 @@ def peer(args):
         raise UserError(f"{nanogpt} is not a nanoGPT checkout (no train.py and model.py)")
     val_tokens = prepare_nanogpt_data(nanogpt, args.data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    python, ours = sys.executable, Path(__file__).resolve().parent
+    python, ours = sys.executable, Path(__file__).resolve().parent.parent
     nano_flags, baby_flags = shlex.split(args.nanogpt_flags), shlex.split(args.babygpt_flags)
 
     def nano(name, *extra):
@@ -934,7 +934,7 @@ def _common_bench_flags(p):
 
 
 def main(argv=None):
-    parser = Parser(prog="bench.py", description="Speed and time-to-loss measurements (not tests).")
+    parser = Parser(prog="python -m tools.bench", description="Speed and time-to-loss measurements (not tests).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("throughput", help="tokens/s, ms/iter, memory and FLOP/s of the training step")

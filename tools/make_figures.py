@@ -1,8 +1,8 @@
 """
-docs/make_figures.py -- make the walkthrough's figures: train a small model quickly, then draw it.
+tools/make_figures.py -- make the walkthrough's figures: train a small model quickly, then draw it.
 
     python prepare.py                 # once: data/shakespeare_char/
-    python docs/make_figures.py       # about a minute on a laptop CPU; writes docs/figures/*.png
+    python -m tools.make_figures      # about a minute on a laptop CPU; writes docs/figures/*.png
 
 The run goes to a temporary folder (or --keep_dir, to look at it afterwards with plot.py and sample.py).
 The same torch version on the same kind of machine gives the same pictures: every seed is fixed.
@@ -13,13 +13,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repo's modules, wherever this is run from
-
-import checkpoint  # noqa: E402
-import plot  # noqa: E402
-import train  # noqa: E402
-from cli import Parser, run  # noqa: E402
-from tokenizer import tokenizer_from_meta  # noqa: E402
+from babygpt import checkpoint
+import plot
+import train
+from babygpt.cli import Parser, run
+from babygpt.tokenizer import tokenizer_from_meta
 
 FIGURES = ROOT / "docs" / "figures"
 # Small enough to train in about a minute on one CPU thread, big enough to learn words: 2 layers of 4 heads.
@@ -32,7 +30,7 @@ DPI = 72  # small files: tens of KB each
 
 
 def main(argv=None):
-    parser = Parser(prog="docs/make_figures.py", description="Train a small model and draw the walkthrough's figures.")
+    parser = Parser(prog="python -m tools.make_figures", description="Train a small model and draw the walkthrough's figures.")
     parser.add_argument("--data_dir", default=str(ROOT / "data" / "shakespeare_char"), help="prepared data (prepare.py)")
     parser.add_argument("--keep_dir", default="", help="train into this folder and keep it (default: a temporary one)")
     parser.add_argument("--figures", default=str(FIGURES), help="where the PNGs go")

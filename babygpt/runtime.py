@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import guards
-from cli import UserError
+from babygpt import guards
+from babygpt.cli import UserError
 
 
 @dataclass

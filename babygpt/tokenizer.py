@@ -20,9 +20,9 @@ from pathlib import Path
 
 import tiktoken
 
-import guards
-from bpe import SPLIT_PATTERNS, ranks_from_base64, ranks_to_base64
-from cli import UserError
+from babygpt import guards
+from babygpt.bpe import SPLIT_PATTERNS, ranks_from_base64, ranks_to_base64
+from babygpt.cli import UserError
 
 META_FORMAT = "babygpt-meta"
 META_VERSION = 1

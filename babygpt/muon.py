@@ -13,7 +13,7 @@ and biases stay with AdamW.
 
 import torch
 
-from optimizer import AdamW, Optimizer, weight_decay_groups
+from babygpt.optimizer import AdamW, Optimizer, weight_decay_groups
 
 
 def orthogonalize(G, steps=5):

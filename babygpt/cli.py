@@ -18,9 +18,9 @@ import sys
 import threading
 from pathlib import Path
 
-import versions  # noqa: F401 -- first: an unsupported Python or torch is refused in one line
+from babygpt import versions  # noqa: F401 -- first: an unsupported Python or torch is refused in one line
 
-PRESET_DIR = Path(__file__).resolve().parent / "config"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "config"
 FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38  # float32's smallest normal, largest
 
 
@@ -65,7 +65,7 @@ def run(main, argv=None):
     except BrokenPipeError:  # e.g. `python sample.py | head`
         sys.exit(0)
     finally:
-        from guards import release_locks  # (guards imports cli) the run's out_dir and data locks
+        from babygpt.guards import release_locks  # (guards imports cli) the run's out_dir and data locks
         release_locks()
 
 
