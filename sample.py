@@ -24,7 +24,7 @@ from babygpt import checkpoint
 from babygpt import engine
 from babygpt import guards
 from babygpt.cli import Parser, UserError, add_dataclass_flags, build, run
-from babygpt.runtime import pick_device
+from babygpt.runtime import pick_device, use_threads
 from babygpt.tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
@@ -48,6 +48,7 @@ class SampleConfig:
     kv_cache: bool = True  # 1: fast generation with the KV cache (engine.py; a rolling one if sliding); 0: recompute (same text)
     refill_every: int = 1  # with the cache, re-fill a full window every N tokens: 1 is exact, more is faster
     interactive: bool = False  # read prompts from stdin, one per line, until end of input (Ctrl-D) or Ctrl-C
+    threads: int = 0  # CPU threads. 0: auto, fewer while other programs use cores; N: N
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -61,6 +62,8 @@ class SampleConfig:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.threads < 0:
+            raise ValueError(f"threads must not be negative, got {self.threads}")
         if self.refill_every < 1:
             raise ValueError(f"refill_every must be at least 1, got {self.refill_every}")
         self.stop = self.stop.replace("\\n", "\n")  # so that --stop '\n\n' works from a shell
@@ -103,6 +106,8 @@ def main(argv=None):
 
     path = checkpoint.resolve(cfg.out_dir, cfg.ckpt)
     device = pick_device(cfg.device)
+    # the time per generated token tells it when another program takes a core (babygpt/runtime.py)
+    threads = use_threads(cfg.threads, adapt=device == "cpu")
     try:
         ckpt = checkpoint.load(path)
         model = checkpoint.load_model(ckpt, device, source=path)
@@ -124,12 +129,13 @@ def main(argv=None):
 
     generator = torch.Generator().manual_seed(cfg.seed)
     if cfg.interactive:
-        interact(model, tokenizer, cfg, generator, device)
+        interact(model, tokenizer, cfg, generator, device, threads)
     else:
-        write_samples(model, tokenizer, prompt_ids, cfg, generator, device)
+        write_samples(model, tokenizer, prompt_ids, cfg, generator, device, threads=threads)
 
 
-def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_prompt=True):
+def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_prompt=True,
+                  threads=None):
     """Generate cfg.num_samples continuations of prompt_ids as one batch and write them to stdout.
 
     One sample is streamed: each character is printed as soon as it exists. Several are printed together at
@@ -147,7 +153,13 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
         sys.stdout.write(prompt)
     steps = engine.stream(model, idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, generator,
                           cfg.top_p, cfg.kv_cache, cfg.refill_every)
+    # why the thread count changed: said after the sample, so that the text on stdout stays whole
+    notes = []
+    if threads:
+        threads.restart()
     for next_token in steps:  # (N, 1)
+        if threads:
+            notes.append(threads.step())
         for row, token in enumerate(next_token[:, 0].tolist()):
             if done[row]:
                 continue  # a finished sample still rides along in the batch; its new tokens are dropped
@@ -174,12 +186,14 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
     else:
         print(SEPARATOR.join(prompt + text for text in texts))
     sys.stdout.flush()
+    for note in filter(None, notes):
+        print(note, file=sys.stderr)
 
 
 PROMPT = "> "
 
 
-def interact(model, tokenizer, cfg, generator, device):
+def interact(model, tokenizer, cfg, generator, device, threads=None):
     """--interactive: a small loop. Read one prompt per line from stdin, write its continuation to stdout,
     repeat. The "> " marker and messages go to stderr, so stdout holds only generated text. End of input
     (Ctrl-D, or the end of a piped file) or Ctrl-C at the prompt ends it; Ctrl-C while generating stops that
@@ -197,7 +211,8 @@ def interact(model, tokenizer, cfg, generator, device):
             return
         try:
             prompt_ids = encode_prompt(tokenizer, line.rstrip("\n"), cfg.unknown)
-            write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_prompt=False)
+            write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_prompt=False,
+                          threads=threads)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
         except KeyboardInterrupt:

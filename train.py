@@ -75,7 +75,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
     dtype: str = "auto"  # auto (bfloat16 autocast where fast: CUDA, CPUs with bf16 instructions), float32, bfloat16
     compile: str = "auto"  # torch.compile the model: auto (on for CUDA only), on, off
-    threads: int = 0  # CPU threads for torch (0: torch's default)
+    threads: int = 0  # CPU threads. 0: auto, fewer while other programs use cores; N: N (bit-exact)
     seed: int = 1337  # seeds initialisation, batches and dropout
 
     def __post_init__(self):

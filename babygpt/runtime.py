@@ -3,11 +3,13 @@ runtime.py -- how the training loop runs on this machine, and how it survives it
 
 train.py calls each of these in one line:
     set_up(cfg)              torchrun's process group, the device, dtype (autocast), threads, compile, fused AdamW
+    use_threads              --threads N: N CPU threads; 0 (auto): a ThreadPicker that keeps the count right
     compile_or_fallback      torch.compile, tried once; eager if the compiler is missing or broken
     gradient_sync            DDP averages gradients only in the last micro-step's backward
     any_rank_says            under torchrun, every rank stops at the same step if one of them got Ctrl-C
     StopSignal               Ctrl-C / SIGTERM set a flag; the loop saves and stops between two steps
-    Progress                 the progress bar (or a printed line per log interval) and the speed in ms per step
+    Progress                 the progress bar (or a printed line per log interval) and the speed in ms per step;
+                             it feeds the step times to the ThreadPicker
     diverged_message         the one line for a run whose loss or weights stopped being finite
     check_model_fits         the memory a model (and a batch) would need, checked before a single tensor is made
     shut_down                leave the process group, drop the out_dir and data locks
@@ -18,9 +20,11 @@ import os
 import re
 import shlex
 import signal
+import statistics
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,7 @@ class Machine:
     dtype: str  # "float32", or "bfloat16" for autocast
     compile: bool  # torch.compile the model
     fused: bool  # the fused AdamW kernel (CUDA and CPU)
+    threads: "ThreadPicker" = None  # the CPU threads: fixed by --threads N, or adapting to the load (auto)
 
     @property
     def master(self):  # only rank 0 evaluates, logs, samples and writes checkpoints
@@ -55,8 +60,9 @@ class Machine:
 
     def describe(self, compiled):
         processes = f", {self.world_size} processes" if self.world_size > 1 else ""
+        auto = " (auto)" if self.threads is not None and self.threads.adapts else ""
         return (f"device {self.device}, {self.dtype}, compile {'on' if compiled else 'off'}, "
-                f"{torch.get_num_threads()} threads{processes}")
+                f"{torch.get_num_threads()} threads{auto}{processes}")
 
 
 def set_up(cfg):
@@ -64,17 +70,14 @@ def set_up(cfg):
     rank, world_size, ddp_device = setup_distributed()
     device = ddp_device or pick_device(cfg.device)
     device_type = device.split(":")[0]
-    if cfg.threads > (os.cpu_count() or 1):
-        raise UserError(f"--threads {cfg.threads} is more than the {os.cpu_count()} CPUs of this machine")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = use_threads(cfg.threads, adapt=device_type == "cpu" and world_size == 1)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls that do run (outside autocast) use TF32
         torch.backends.cudnn.allow_tf32 = True
     settings = system_settings(cfg, device_type, fast_bf16(device_type))
     if rank:
         sys.stdout = open(os.devnull, "w")  # only rank 0 talks (errors still reach stderr)
-    return Machine(rank, world_size, device, **settings)
+    return Machine(rank, world_size, device, **settings, threads=threads)
 
 
 def pick_device(name):
@@ -252,23 +255,146 @@ def check_model_fits(config, batch_size, device):
     guards.check_memory(needed, what, "use a smaller --n_embd, --n_layer, --block_size or --batch_size")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# CPU threads that keep their speed when another program takes a core
+
+
+def use_threads(threads, adapt=True):
+    """--threads N: N CPU threads for torch, fixed for the whole run. 0 (auto): start with torch's default count
+    (one per core) and let the returned ThreadPicker change it while the run goes, as other programs load the
+    machine. Either way the caller feeds it its step times (ThreadPicker.step); a fixed one ignores them. With
+    adapt=False (a GPU, or several processes under torchrun), auto is simply torch's default count."""
+    if threads > (os.cpu_count() or 1):
+        raise UserError(f"--threads {threads} is more than the {os.cpu_count()} CPUs of this machine")
+    if threads:
+        torch.set_num_threads(threads)
+    return ThreadPicker(most=torch.get_num_threads(), adapts=not threads and adapt)
+
+
+class ThreadPicker:
+    """The thread count that is fastest now, found by timing steps.
+
+    Why: torch splits every operation among its threads and each operation waits for the slowest of them.
+    When another program holds a core, one of torch's threads keeps losing that core, and every operation waits
+    for it: on a 2-core machine a step took 2.5x (and on another machine 75x) as long with 2 threads as with 1
+    (docs/threads.md). Fewer threads than cores then run at full speed.
+
+    How: the caller calls step() after each step (a training step, or a generated token) and restart() after
+    anything that is not a step (an evaluation). The picker keeps the median of the last few step times and
+    tries another count (one thread fewer, or one more when it is below the default) at the start, again every
+    `recheck_seconds`, and at once when the recent steps got much slower than before (`slow_factor`). A trial:
+    switch with torch.set_num_threads, skip a step (the new threads warm up), time `window` steps, keep the
+    count whose median is faster (the other one must win by `margin`). step() returns a line saying why the
+    count changed, or None. Medians, not means: a checkpoint save or a hiccup of the machine is one slow step.
+
+    The thread count changes rounding slightly (the sums are split differently): a run whose count changed is
+    not bit-identical to one whose count did not. Pass --threads N for bit-identical reruns and resumes."""
+
+    def __init__(self, most, adapts=True, clock=time.perf_counter, window=5, recheck_seconds=30.0,
+                 slow_factor=1.5, margin=0.05):
+        self.most, self.adapts, self.clock = most, adapts and most > 1, clock
+        self.window, self.recheck_seconds, self.slow_factor, self.margin = window, recheck_seconds, slow_factor, margin
+        self.threads = torch.get_num_threads()
+        self.recent = deque(maxlen=window)  # the last step times at self.threads
+        self.reference = None  # the median step time when the count was last chosen
+        self.trial = None  # (the count being tried, the count to go back to, the median to beat)
+        self.skip = 1  # steps not timed: the first one, and the first after a switch
+        self.last = self.next_check = None
+        self.restart()
+
+    def restart(self):
+        """Time the next step from now (after an evaluation, a prompt typed, anything that is not a step)."""
+        self.last = self.clock()
+
+    def step(self):
+        """One step is done. Returns a line to show if the thread count just changed, else None."""
+        now = self.clock()
+        seconds, self.last = now - self.last, now
+        if not self.adapts:
+            return None
+        if self.next_check is None:
+            self.next_check = now + self.recheck_seconds
+        if self.skip:
+            self.skip -= 1
+            return None
+        self.recent.append(seconds)
+        if len(self.recent) < self.window:
+            return None
+        median = statistics.median(self.recent)
+        if self.trial is not None:
+            return self.end_trial(median, now)
+        if self.reference is None:  # the first count measured: try one thread fewer at once
+            self.reference = median
+            return self.begin_trial(self.threads - 1, median, now)
+        if median > self.slow_factor * self.reference:  # much slower than when the count was chosen
+            if self.threads > 1:
+                return self.begin_trial(self.threads - 1, median, now)
+            self.reference = median  # already on one thread: nothing fewer to try
+        elif now >= self.next_check:  # every so often: is a count next to this one faster now?
+            return self.begin_trial(self.threads + 1 if self.threads < self.most else self.threads - 1, median, now)
+        return None
+
+    def begin_trial(self, count, median, now):
+        self.trial = (count, self.threads, median)
+        self.switch(count)
+        return None
+
+    def end_trial(self, median, now):
+        count, before, to_beat = self.trial
+        self.trial = None
+        self.next_check = now + self.recheck_seconds
+        if median < (1 - self.margin) * to_beat:  # the new count is faster: keep it, and try the next one too
+            self.reference = median
+            fewer = count < before
+            if (fewer and count > 1) or (not fewer and count < self.most):
+                self.begin_trial(count - 1 if fewer else count + 1, median, now)
+            return self.why(count, fewer)
+        self.reference = to_beat
+        self.switch(before)
+        return None
+
+    def switch(self, count):
+        torch.set_num_threads(count)
+        self.threads = count
+        self.recent.clear()
+        self.skip = 1
+
+    def why(self, count, fewer):
+        if fewer:
+            return f"another program is using a core: {count_threads(count)}"
+        quiet = "quiet again" if count == self.most else "less busy"
+        return f"the machine is {quiet}: {count_threads(count)}"
+
+
+def count_threads(count):
+    return f"{count} thread" if count == 1 else f"{count} threads"
+
+
 class Progress:
     """What the user sees while the loop runs: a progress bar in a terminal (rank 0 only), else a printed line
-    at every report; and the speed (ms per step) since the last report, evaluation time excluded."""
+    at every report; and the speed (ms per step) since the last report, evaluation time excluded. Each step's
+    time also goes to the machine's ThreadPicker, which may change the thread count (and says why in a line)."""
 
     def __init__(self, max_iters, iter_num, tokens_per_iter, machine):
         show_bar = machine.master and sys.stdout.isatty()
         self.bar = tqdm(total=max_iters, initial=iter_num, disable=not show_bar, unit="it", dynamic_ncols=True)
         self.tokens_per_iter = tokens_per_iter
+        self.threads = machine.threads or ThreadPicker(torch.get_num_threads(), adapts=False)
         self.restart()
 
     def restart(self):
         """Start a new speed window (after an evaluation: its time is not step time)."""
         self.start, self.steps = time.perf_counter(), 0
+        self.threads.restart()
 
     def step(self):
         self.steps += 1
         self.bar.update(1)
+        why = self.threads.step()
+        if why and self.bar.disable:
+            print(why)
+        elif why:
+            self.bar.write(why)
 
     def report(self, iter_num, train_loss, lr):
         """Show this step's loss and the speed since the last report; return them as a metrics record."""
@@ -276,9 +402,9 @@ class Progress:
         tokens_per_s = self.tokens_per_iter * 1000 / ms_per_iter
         if self.bar.disable:
             print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.2e}, {ms_per_iter:.1f} ms/iter, "
-                  f"{tokens_per_s:,.0f} tokens/s")
+                  f"{tokens_per_s:,.0f} tokens/s, {count_threads(torch.get_num_threads())}")
         else:
-            self.bar.set_postfix(loss=f"{train_loss:.3f}", ms=f"{ms_per_iter:.0f}")
+            self.bar.set_postfix(loss=f"{train_loss:.3f}", ms=f"{ms_per_iter:.0f}", threads=torch.get_num_threads())
         self.restart()
         return {"iter": iter_num, "tokens": iter_num * self.tokens_per_iter, "train_loss": train_loss, "lr": lr,
                 "ms_per_iter": ms_per_iter, "tokens_per_s": tokens_per_s}
