@@ -264,6 +264,8 @@ def use_threads(threads, adapt=True):
     (one per core) and let the returned ThreadPicker change it while the run goes, as other programs load the
     machine. Either way the caller feeds it its step times (ThreadPicker.step); a fixed one ignores them. With
     adapt=False (a GPU, or several processes under torchrun), auto is simply torch's default count."""
+    if threads < 0:
+        raise UserError(f"--threads must not be negative, got {threads}")
     if threads > (os.cpu_count() or 1):
         raise UserError(f"--threads {threads} is more than the {os.cpu_count()} CPUs of this machine")
     if threads:

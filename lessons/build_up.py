@@ -55,6 +55,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from babygpt import checkpoint
+from babygpt import runtime
 import train
 from babygpt.cli import Parser, UserError, load_preset, run
 from model import GPT, Block, GPTConfig
@@ -415,7 +416,7 @@ def main(argv=None):
     if args.classic and not any(sid in TWINS for sid in step_ids):
         raise UserError(f"--classic checks steps {' and '.join(TWINS)} against train.py; --only has neither")
     if args.threads:
-        torch.set_num_threads(args.threads)
+        runtime.use_threads(args.threads)
 
     try:
         meta = read_meta(args.data_dir)

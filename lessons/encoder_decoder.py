@@ -21,6 +21,7 @@ import time
 import torch
 import torch.nn as nn
 
+from babygpt import runtime
 from babygpt.cli import Parser, UserError, run
 from model import GPT, Block, GPTConfig, explicit_attention
 from babygpt.optimizer import make_optimizer
@@ -181,7 +182,7 @@ def main(argv=None):
         raise UserError(f"--task must be reverse or sort, got {args.task!r}")
     if args.length < 1 or args.iters < 1 or args.batch_size < 1:
         raise UserError("--length, --iters and --batch_size must be at least 1")
-    torch.set_num_threads(args.threads)
+    runtime.use_threads(args.threads)
     model, acc, seconds = train(args.task, args.length, args.iters, args.batch_size, seed=args.seed)
     src, tgt = make_examples(3, args.length, args.task, torch.Generator().manual_seed(args.seed + 2000))
     for s, g in zip(src, model.eval().generate(src, args.length)):

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from babygpt import runtime
 from babygpt.cli import Parser, UserError, add_dataclass_flags, run
 from model import GPT, GPTConfig
 from babygpt.optimizer import make_optimizer
@@ -493,7 +494,7 @@ def main(argv=None):
     for name in ("block_size", "recall_steps", "lm_block_size", "lm_segments", "lm_steps", "threads"):
         if getattr(cfg, name) < (0 if name.endswith("steps") else 1):
             raise UserError(f"--{name} must be positive, got {getattr(cfg, name)}")
-    torch.set_num_threads(cfg.threads)
+    runtime.use_threads(cfg.threads)
     if cfg.part == "figure":
         save_reconstruction_figure(cfg.figure)
         print(f"wrote {cfg.figure}")

@@ -22,6 +22,7 @@ import torch
 
 import train
 from babygpt.attention_patterns import bigbird_mask, causal_mask, count_pairs, sliding_mask
+from babygpt import runtime
 from babygpt.cli import Parser, run
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "bigbird_mask.png"
@@ -80,7 +81,7 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="data/shakespeare_char")
     parser.add_argument("--figure", default=str(FIGURE))
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # tiny models: one thread is as fast, and kinder to a shared machine
+    runtime.use_threads(1)  # tiny models: one thread is as fast, and kinder to a shared machine
 
     print(f"query-key pairs, full causal vs a sliding window of {args.window} vs BigBird (that window, "
           f"{args.n_global} global, {args.n_random} random):")

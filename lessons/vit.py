@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from babygpt import runtime
 from babygpt.cli import Parser, UserError, run
 from model import GPT, Block, GPTConfig
 from babygpt.optimizer import make_optimizer
@@ -198,7 +199,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.iters < 1 or args.batch_size < 1:
         raise UserError("--iters and --batch_size must be at least 1")
-    torch.set_num_threads(args.threads)
+    runtime.use_threads(args.threads)
     if args.show:
         save_examples(FIGURE, args.show)
         print(f"saved {args.show} training images to {FIGURE}")
