@@ -33,8 +33,8 @@ def keep_torch_threads():
 class Machine:
     """A fake clock whose steps take what a real step takes on this many threads, quiet or busy."""
 
-    def __init__(self):
-        self.now, self.busy = 0.0, False
+    def __init__(self, busy_ms=BUSY):
+        self.now, self.busy, self.busy_ms = 0.0, False, busy_ms
 
     def clock(self):
         return self.now
@@ -44,7 +44,7 @@ class Machine:
         counts, lines = [], []
         for _ in range(steps):
             counts.append(torch.get_num_threads())
-            self.now += (BUSY if self.busy else QUIET)[torch.get_num_threads()] / 1000
+            self.now += (self.busy_ms if self.busy else QUIET)[torch.get_num_threads()] / 1000
             line = picker.step()
             if line:
                 lines.append(line)
@@ -72,7 +72,18 @@ def test_a_busy_core_at_the_start_is_found_within_a_few_steps():
     picker = auto_picker(machine)
     counts, lines = machine.run(picker, 100)
     assert lines == ["another program is using a core: 1 thread"]
-    assert counts.index(1) <= 10 and set(counts[15:40]) == {1}
+    assert counts[0] == 1 and set(counts[15:40]) == {1}
+
+
+def test_a_deep_collapse_costs_one_step_per_look_not_a_window():
+    """Where a busy core makes every-core steps 75x slower (seen on another machine), a look at them must
+    stop after the first slow step."""
+    machine = Machine(busy_ms={1: BUSY[1], 2: 75 * BUSY[1]})
+    machine.busy = True
+    picker = auto_picker(machine)
+    counts, lines = machine.run(picker, 800)  # ~100 s: three looks every 30 s
+    assert lines == ["another program is using a core: 1 thread"]
+    assert 1 <= counts.count(2) <= 5, counts.count(2)
 
 
 def test_a_core_taken_mid_run_is_noticed_and_given_back_when_the_machine_is_quiet_again():
