@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from babygpt import checkpoint
 from babygpt import engine
-import prepare
+from babygpt import guards
 from babygpt import runtime
 from babygpt.cli import (UserError, add_dataclass_flags, build, check_fields, check_preset_agrees, load_preset, preset_parser,
                  run)
@@ -131,7 +131,7 @@ def resolve_settings(argv):
 
 def load_vocabulary(data_dir):
     """meta.json of the data folder and its tokenizer; the folder stays locked against a prepare.py into it."""
-    prepare.lock_data_dir(data_dir, exclusive=False)
+    guards.lock_data_dir(data_dir, exclusive=False)
     try:
         meta = read_meta(data_dir)
         return meta, tokenizer_from_meta(meta)
@@ -142,7 +142,7 @@ def load_vocabulary(data_dir):
 def load_split(data_dir, split, block_size, vocab_size=None):
     """Memory-map DATA_DIR/{split}.bin (uint16 token ids), checked: a regular file of the size and checksum that
     meta.json records, and (with vocab_size) ids that are rows of the embedding table, not from another meta.json."""
-    path = prepare.verify_split(data_dir, split)
+    path = guards.verify_split(data_dir, split)
     data = np.memmap(path, dtype=np.uint16, mode="r") if path.stat().st_size else np.zeros(0, np.uint16)
     if len(data) < block_size + 1:
         raise UserError(f"{path} has {len(data)} tokens; block_size {block_size} needs at least {block_size + 1} "

@@ -269,6 +269,9 @@ def validate_bpe_meta(meta, source):
 
 def read_meta(data_dir):
     """Load and validate DATA_DIR/meta.json."""
+    if not os.path.lexists(data_dir):
+        raise FileNotFoundError(f"data folder {data_dir} not found: run `python prepare.py --out_dir "
+                                f"{data_dir}` first (or name another folder with --data_dir)")
     guards.folder(data_dir, "data folder")
     path = Path(data_dir) / "meta.json"
     try:
@@ -276,6 +279,11 @@ def read_meta(data_dir):
     except UserError as e:
         if os.path.lexists(path):
             raise ValueError(str(e)) from None
+        backup = Path(data_dir) / ".prepare-old"
+        if (backup / "meta.json").is_file():  # prepare.py was killed while swapping in a new data set
+            raise FileNotFoundError(f"{path} not found: a prepare.py into {data_dir} was stopped; the previous "
+                                    f"data set is whole in {backup}: run `python prepare.py --out_dir "
+                                    f"{data_dir}` again (it first puts that one back)") from None
         raise FileNotFoundError(f"{path} not found: run `python prepare.py --out_dir {data_dir}` first") from None
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None

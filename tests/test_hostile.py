@@ -156,7 +156,7 @@ def old_data(shakespeare_text, tmp_path):
 
 
 def data_files(data_dir):
-    return {p.name: p.read_bytes() for p in data_dir.iterdir() if p.name != ".babygpt.lock"}
+    return {p.name: p.read_bytes() if p.is_file() else "folder" for p in data_dir.iterdir() if p.name != ".babygpt.lock"}
 
 
 def test_prepare_on_a_full_disk_leaves_the_old_data_set_whole(old_data, shakespeare_text, tmp_path):
@@ -181,7 +181,7 @@ def test_kill_9_during_prepare_never_leaves_a_mix_that_trains(old_data, shakespe
 
     def signature():  # cheap enough to look every few microseconds: prepare.py's first write shows up here
         stat = train_bin.stat()
-        return stat.st_size, stat.st_mtime_ns, os.path.exists(data_dir / "train.bin.new.tmp")
+        return stat.st_size, stat.st_mtime_ns, os.path.exists(data_dir / prepare.STAGING)
     unchanged = signature()
     process = start("prepare.py", "--input", tmp_path / "more.txt", "--out_dir", data_dir)
     while signature() == unchanged and process.poll() is None:
@@ -190,7 +190,7 @@ def test_kill_9_during_prepare_never_leaves_a_mix_that_trains(old_data, shakespe
     process.kill()
     process.communicate()
     files = data_files(data_dir)
-    consistent = {k: v for k, v in files.items() if not k.endswith((".new", ".tmp"))}
+    consistent = {k: v for k, v in files.items() if v != "folder"}  # the staging folder, the old set aside
     if "meta.json" not in consistent:
         assert "run `python prepare.py" in fails(train.main, ["--data_dir", data_dir, "--out_dir", tmp_path / "o",
                                                               "--max_iters", 1, *TINY], capsys)
