@@ -29,7 +29,8 @@ import train
 from babygpt.cli import run
 from conftest import TINY
 from model import GPTConfig
-from babygpt.tokenizer import CharTokenizer, read_meta, tokenizer_from_meta, validate_meta
+from babygpt.bpe import ranks_to_base64
+from babygpt.tokenizer import MAX_TOKEN_BYTES, CharTokenizer, read_meta, tokenizer_from_meta, validate_meta
 
 
 def fuzz(max_examples):
@@ -105,6 +106,41 @@ def test_prepare_writes_correct_files_or_fails_in_one_line(data, capsys):
         val_ids = np.fromfile(out_dir / "val.bin", dtype=np.uint16).tolist()
         assert tokenizer.decode(train_ids) + tokenizer.decode(val_ids) == text  # nothing lost, nothing changed
         assert len(train_ids) == meta["train_tokens"] == int(len(text) * prepare.TRAIN_FRACTION)
+
+
+def is_merge_table(ranks):
+    """The definition, tried cut by cut: each token after the 256 bytes is two earlier ones glued."""
+    seen = set(ranks[:256])
+    for token in ranks[256:]:
+        if token in seen or not any(token[:c] in seen and token[c:] in seen for c in range(1, len(token))):
+            return False
+        seen.add(token)
+    return True
+
+
+@fuzz(80)
+@given(tokens=st.lists(st.one_of(st.tuples(st.integers(0, 400), st.integers(0, 400)),  # a merge of two
+                                 st.binary(min_size=0, max_size=40)),  # or any bytes
+                       max_size=60))
+@example(tokens=[(97, 97)] + [(256 + i, 97) for i in range(40)])  # a, aa, aaa, ...: a long valid chain
+@example(tokens=[b"ab" * 600])  # longer than any token bpe.py makes
+def test_a_hand_made_bpe_vocabulary_is_checked_by_the_definition(tokens):
+    """meta.json's (or a checkpoint's) 'ranks', made by hand: accepted exactly when every token is a merge
+    of two earlier ones and no token is longer than MAX_TOKEN_BYTES; otherwise one ValueError line."""
+    ranks = [bytes([b]) for b in range(256)]
+    for token in tokens:
+        if isinstance(token, tuple):
+            token = ranks[token[0] % len(ranks)] + ranks[token[1] % len(ranks)]
+        ranks.append(token)
+    meta = {"tokenizer": "bpe", "pattern": "gpt2", "vocab_size": len(ranks), "ranks": ranks_to_base64(ranks)}
+    fits = max(map(len, ranks)) <= MAX_TOKEN_BYTES
+    try:
+        validate_meta(meta, "meta.json")
+    except ValueError as e:
+        assert not (fits and is_merge_table(ranks)) and str(e).startswith("meta.json: "), e
+        assert "\n" not in str(e)
+    else:
+        assert fits and is_merge_table(ranks)
 
 
 # -- sample.py with random prompts and flag values

@@ -15,7 +15,8 @@ import pytest
 
 from babygpt import guards
 import prepare
-from babygpt.tokenizer import read_meta
+from babygpt.bpe import ranks_to_base64
+from babygpt.tokenizer import MAX_TOKEN_BYTES, read_meta
 from conftest import ROOT
 
 
@@ -235,3 +236,29 @@ def test_a_byte_order_mark_is_no_character_and_control_characters_print_escaped(
 def test_a_missing_data_folder_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"data folder .* not found: run `python prepare.py --out_dir"):
         read_meta(tmp_path / "nowhere")
+
+
+# -- 2. crafted BPE vocabularies: bounded, and checked in linear time
+
+def write_bpe_meta(data_dir, ranks):
+    data_dir.mkdir()
+    meta = {"format": "babygpt-meta", "version": 1, "tokenizer": "bpe", "pattern": "gpt2",
+            "vocab_size": len(ranks), "ranks": ranks_to_base64(ranks), "train_chars": 1, "val_chars": 1,
+            "train_tokens": 1, "val_tokens": 1}
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+
+
+def test_a_megabyte_token_in_meta_json_is_refused_in_one_line(tmp_path):
+    """One 1 MB token took the cut-by-cut check minutes (quadratic in its length)."""
+    write_bpe_meta(tmp_path / "data", [bytes([b]) for b in range(256)] + [b"ab" * 500_000])
+    with pytest.raises(ValueError, match=f"at most {MAX_TOKEN_BYTES} bytes, but token 256 has 1,000,000"):
+        read_meta(tmp_path / "data")
+
+
+def test_a_long_chain_of_valid_merges_up_to_the_bound_is_accepted_and_one_past_it_refused(tmp_path):
+    chain = [bytes([b]) for b in range(256)] + [b"a" * n for n in range(2, MAX_TOKEN_BYTES + 1)]
+    write_bpe_meta(tmp_path / "ok", chain)
+    assert read_meta(tmp_path / "ok")["vocab_size"] == 256 + MAX_TOKEN_BYTES - 1
+    write_bpe_meta(tmp_path / "long", chain + [b"a" * (MAX_TOKEN_BYTES + 1)])
+    with pytest.raises(ValueError, match="at most"):
+        read_meta(tmp_path / "long")
