@@ -184,9 +184,11 @@ def embedding_pca(weight):
     Returns (coords (N, 2), the fraction of the total variance those 2 directions hold)."""
     centered = weight.float() - weight.float().mean(dim=0)  # (N, C)
     _, singular_values, vh = torch.linalg.svd(centered, full_matrices=False)  # vh: (min(N, C), C)
-    coords = centered @ vh[:2].T  # (N, 2)
+    coords = centered @ vh[:2].T  # (N, 2), or (N, 1) when N or C is 1
+    coords = F.pad(coords, (0, 2 - coords.shape[1]))  # one token, or n_embd 1: all on a line (N, 2)
     variance = singular_values**2
-    return coords, float(variance[:2].sum() / variance.sum())
+    total = float(variance.sum())
+    return coords, float(variance[:2].sum()) / total if total > 0 else 1.0  # one token: no variance at all
 
 
 @torch.no_grad()

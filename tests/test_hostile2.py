@@ -262,3 +262,14 @@ def test_a_long_chain_of_valid_merges_up_to_the_bound_is_accepted_and_one_past_i
     write_bpe_meta(tmp_path / "long", chain + [b"a" * (MAX_TOKEN_BYTES + 1)])
     with pytest.raises(ValueError, match="at most"):
         read_meta(tmp_path / "long")
+
+
+# -- 10. plot.py embeddings of degenerate models
+
+@pytest.mark.parametrize("vocab_size, n_embd", [(1, 8), (5, 1), (1, 1)])
+def test_plot_embeddings_of_one_token_or_one_dimension(vocab_size, n_embd, tmp_path):
+    import plot
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=vocab_size, n_layer=1, n_head=1, n_embd=n_embd, block_size=4))
+    path = plot.draw_embeddings(model, [chr(97 + i) for i in range(vocab_size)], tmp_path / "e.png")
+    assert path.stat().st_size > 1000
