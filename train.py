@@ -85,7 +85,7 @@ class TrainConfig:
                                    "weight_decay", "grad_clip", "min_lr"),
                      choices={"dtype": ("auto", "float32", "bfloat16"), "compile": ("auto", "on", "off"),
                               "decay": ("cosine", "linear"), "optimizer": ("adamw", "muon")},
-                     unit_interval=("beta1", "beta2"), above_zero=("learning_rate",))
+                     unit_interval=("beta1", "beta2", "muon_momentum"), above_zero=("learning_rate", "muon_lr"))
         if self.device not in ("auto", "cpu", "mps", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not -2**63 <= self.seed < 2**63 - 1:  # torch's generators take 64-bit seeds (evaluation uses seed + 1)

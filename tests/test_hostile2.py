@@ -273,3 +273,24 @@ def test_plot_embeddings_of_one_token_or_one_dimension(vocab_size, n_embd, tmp_p
     model = GPT(GPTConfig(vocab_size=vocab_size, n_layer=1, n_head=1, n_embd=n_embd, block_size=4))
     path = plot.draw_embeddings(model, [chr(97 + i) for i in range(vocab_size)], tmp_path / "e.png")
     assert path.stat().st_size > 1000
+
+
+# -- 13. values that would train backwards
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("muon_lr", "-1", "muon_lr must be positive, got -1.0"),
+    ("muon_lr", "0", "muon_lr must be positive, got 0.0"),
+    ("muon_momentum", "-5", "muon_momentum must be in [0, 1), got -5.0"),
+    ("muon_momentum", "1", "muon_momentum must be in [0, 1), got 1.0"),
+    ("learning_rate", "-0.001", "learning_rate must be positive"),
+    ("beta2", "1.5", "beta2 must be in [0, 1)"),
+])
+def test_every_learning_rate_momentum_and_beta_is_range_checked(flag, value, message, slice_dir, tmp_path,
+                                                                capsys):
+    from conftest import TINY, train_main
+    with pytest.raises(SystemExit) as exit_info:
+        train_main("--data_dir", slice_dir, "--out_dir", tmp_path / "out", *TINY, "--optimizer", "muon",
+                   f"--{flag}", value)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out" / "last.pt").exists()
