@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import difflib
 import inspect
+import io
 import math
 import os
 import re
@@ -51,11 +52,20 @@ class UserError(Exception):
 
 
 def run(main, argv=None):
-    """Call main(argv); turn UserError and Ctrl-C into one line and an exit status."""
+    """Call main(argv); turn UserError and Ctrl-C into one line and an exit status. A standard output
+    that is closed (`>&-`) or cannot take more (`> /dev/full`) is one line too, and the exit status 2;
+    what was written to disk before stays."""
     if signal.getsignal(signal.SIGINT) is exit_quietly:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    plug_closed_streams()
+    stdout = sys.stdout
     try:
-        return main(argv)
+        if stdout is None:
+            raise UserError("standard output is closed (>&-); send it to a file or to /dev/null instead")
+        sys.stdout = StandardOutput(stdout)
+        result = main(argv)
+        sys.stdout.flush()  # what is still in the buffer fails here, not in the interpreter's exit
+        return result
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -64,9 +74,69 @@ def run(main, argv=None):
         sys.exit(130)
     except BrokenPipeError:  # e.g. `python sample.py | head`
         sys.exit(0)
+    except OutputError as e:
+        print(f"error: cannot write to standard output: {e}", file=sys.stderr)
+        sys.exit(2)
     finally:
+        if isinstance(sys.stdout, StandardOutput):
+            sys.stdout = stdout
         from babygpt.guards import release_locks  # (guards imports cli) the run's out_dir and data locks
         release_locks()
+
+
+def plug_closed_streams():
+    """With stderr closed (`2>&-`) Python has no sys.stderr, and print(file=sys.stderr) writes to stdout:
+    the status lines would mix with a script's output. Or descriptor 2 was taken since by a file opened
+    for reading (a launcher script's): writing fails. Either way they go to /dev/null instead."""
+    if sys.stderr is None or not writable(sys.stderr):
+        sys.stderr = open(os.devnull, "w")
+
+
+def writable(stream):
+    try:
+        import fcntl  # POSIX; elsewhere, trust the stream
+        mode = fcntl.fcntl(stream.fileno(), fcntl.F_GETFL) & os.O_ACCMODE
+    except (ImportError, ValueError, AttributeError, io.UnsupportedOperation):  # no descriptor (a test's)
+        return True
+    except OSError:  # EBADF: closed
+        return False
+    return mode in (os.O_WRONLY, os.O_RDWR)
+
+
+class OutputError(Exception):
+    """The standard output cannot be written (a full disk, /dev/full, an I/O error)."""
+
+
+class StandardOutput:
+    """sys.stdout while run() runs a script: the same stream, but a failed write is an OutputError, told
+    apart from the OSErrors of the files a script reads and writes. Descriptor 1 then points at
+    /dev/null, so that the interpreter's last flush at exit does not fail (and print) again."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, buffer ...: the stream's own
+        return getattr(self.stream, name)
+
+    def write(self, text):
+        return self.failing_safely(self.stream.write, text)
+
+    def flush(self):
+        return self.failing_safely(self.stream.flush)
+
+    def failing_safely(self, method, *args):
+        try:
+            return method(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self.stream.fileno())
+                os.close(null)
+            except (OSError, ValueError, AttributeError):
+                pass
+            raise OutputError(e.strerror or str(e)) from None
 
 
 class Parser(argparse.ArgumentParser):

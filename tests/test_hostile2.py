@@ -294,3 +294,71 @@ def test_every_learning_rate_momentum_and_beta_is_range_checked(flag, value, mes
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out" / "last.pt").exists()
+
+
+# -- 7. a standard output that is full (/dev/full) or closed (>&-), a closed stderr
+
+def run_with(script, *args, stdout=subprocess.PIPE, close=()):
+    """One of the scripts in a fresh process, with real descriptors: stdout to /dev/full, or fds closed."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, stdout=stdout,
+                          stderr=subprocess.PIPE if 2 not in close else None, text=True, timeout=180,
+                          preexec_fn=lambda: [os.close(fd) for fd in close])
+
+
+def one_line(result, message):
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {message}", result.stderr  # after status lines
+
+
+@pytest.fixture
+def small_input(shakespeare_text, tmp_path):
+    path = tmp_path / "small.txt"
+    path.write_text(shakespeare_text[:3000], encoding="utf-8")
+    return path
+
+
+def test_prepare_into_a_full_standard_output_says_so_and_keeps_the_data_set(small_input, tmp_path):
+    with open("/dev/full", "w") as full:
+        result = run_with("prepare.py", "--input", small_input, "--out_dir", tmp_path / "d", stdout=full)
+    one_line(result, "cannot write to standard output: No space left on device")
+    readable_by_train(tmp_path / "d")
+
+
+def test_prepare_with_standard_output_closed_says_so(small_input, tmp_path):
+    result = run_with("prepare.py", "--input", small_input, "--out_dir", tmp_path / "d", stdout=None, close=(1,))
+    one_line(result, "standard output is closed (>&-); send it to a file or to /dev/null instead")
+
+
+def test_a_full_standard_output_in_process(tmp_path, monkeypatch, capsys):
+    """run() tells the standard output's failure from the disk's, with a real /dev/full."""
+    from babygpt.cli import run
+    full = open("/dev/full", "w")
+    monkeypatch.setattr(sys, "stdout", full)
+
+    def main(argv):
+        print("x" * 100_000)  # past the buffer: the write itself fails
+    with pytest.raises(SystemExit) as exit_info:
+        run(main, [])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: cannot write to standard output: No space left on device\n"
+    full.close()  # the descriptor now points at /dev/null: closing flushes without a second error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["train.py", "sample.py"])
+def test_train_and_sample_with_a_full_or_closed_standard_output(script, trained_run, slice_dir, tmp_path):
+    from conftest import TINY
+    args = (["--data_dir", slice_dir, "--out_dir", tmp_path / "o", "--max_iters", 2, *TINY] if script == "train.py"
+            else ["--out_dir", trained_run, "--max_new_tokens", 20])
+    with open("/dev/full", "w") as full:
+        result = run_with(script, *args, stdout=full)
+    one_line(result, "cannot write to standard output: No space left on device")
+    result = run_with(script, *args, stdout=None, close=(1,))
+    one_line(result, "standard output is closed (>&-); send it to a file or to /dev/null instead")
+
+
+@pytest.mark.slow
+def test_with_stderr_closed_samples_alone_reach_stdout(trained_run):
+    result = run_with("sample.py", "--out_dir", trained_run, "--max_new_tokens", 20, "--seed", 1, close=(2,))
+    assert result.returncode == 0
+    assert "ckpt.pt" not in result.stdout and "parameters" not in result.stdout, result.stdout
