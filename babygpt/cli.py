@@ -67,7 +67,7 @@ def run(main, argv=None):
         sys.stdout.flush()  # what is still in the buffer fails here, not in the interpreter's exit
         return result
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(shown(f"error: {e}"), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -103,6 +103,12 @@ def writable(stream):
     return mode in (os.O_WRONLY, os.O_RDWR)
 
 
+def shown(text):
+    """Text that any stream can print: a byte of a file name that is not UTF-8 (which Python hands over as a
+    lone surrogate) is spelled \\xff, as the shell would show it."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+
+
 class OutputError(Exception):
     """The standard output cannot be written (a full disk, /dev/full, an I/O error)."""
 
@@ -119,7 +125,10 @@ class StandardOutput:
         return getattr(self.stream, name)
 
     def write(self, text):
-        return self.failing_safely(self.stream.write, text)
+        try:
+            return self.failing_safely(self.stream.write, text)
+        except UnicodeEncodeError:  # a file name that is not UTF-8, on a strict stream
+            return self.failing_safely(self.stream.write, shown(text))
 
     def flush(self):
         return self.failing_safely(self.stream.flush)
@@ -281,6 +290,28 @@ def check_fields(settings, positive=(), non_negative=(), choices=None, unit_inte
     for name in above_zero:
         if not getattr(settings, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(settings, name)}")
+
+
+MAX_STEPS, MAX_THREADS, MAX_SEED = 10**9, 1024, 2**62  # the lessons' bounds: past them, nothing sensible runs
+
+
+def check_range(flag, value, low, high):
+    """A lesson's number flag: one line unless low <= value <= high (NaN is in no range)."""
+    if value != value:
+        raise UserError(f"--{flag} must be a number, got {value}")
+    if value < low:
+        raise UserError(f"--{flag} must be at least {low}, got {value}")
+    if value > high:
+        raise UserError(f"--{flag} must be at most {high:,}, got {value}")
+
+
+def check_output_file(flag, path):
+    """A figure a script will write: an image name whose folder exists, or the save ends in a traceback."""
+    if Path(path).suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
+        raise UserError(f"--{flag} {path!r}: name a .png, .pdf, .svg or .jpg file")
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UserError(f"--{flag} {path}: the folder {folder} does not exist; create it first")
 
 
 def float32_problem(values):

@@ -22,7 +22,7 @@ import torch
 
 import train
 from babygpt.attention_patterns import bigbird_mask, causal_mask, count_pairs, sliding_mask
-from babygpt.cli import Parser, run
+from babygpt.cli import MAX_STEPS, Parser, check_output_file, check_range, run
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "bigbird_mask.png"
 
@@ -80,6 +80,10 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="data/shakespeare_char")
     parser.add_argument("--figure", default=str(FIGURE))
     args = parser.parse_args(argv)
+    for flag, low in (("window", 1), ("n_global", 0), ("n_random", 0)):
+        check_range(flag, getattr(args, flag), low, 4096)  # 4096: the longest sequence of the table
+    check_range("iters", args.iters, 0, MAX_STEPS)
+    check_output_file("figure", args.figure)
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and kinder to a shared machine
 
     print(f"query-key pairs, full causal vs a sliding window of {args.window} vs BigBird (that window, "

@@ -408,3 +408,61 @@ def test_metrics_lines_that_are_not_records_are_skipped_and_counted(junk, traine
         assert f"skipped {added} line(s)" in capsys.readouterr().err
     kept, dropped = checkpoint.metrics_up_to(work / "metrics.jsonl", 40)
     assert [json.loads(line) for line in kept.splitlines()] == records and dropped == added
+
+
+# -- the lessons' command lines (issue 29): every flag with the values of the sweep, one line or a run
+
+SWEEP = ["0", "-1", str(10**30), "nan", "inf", "abc", "", "1.5", "bad\udcff"]  # \udcff: the byte 0xff in argv
+
+
+def lesson_cases(tmp_path, data_dir):
+    """(module, quick command line, flags): the quick line keeps a run that a valid value lets through short."""
+    figure = str(tmp_path / "figure.png")
+    return [
+        ("message_passing", [], []),
+        ("sparse_attention", ["--iters", "0", "--figure", figure],
+         ["window", "n_global", "n_random", "iters", "figure", "data_dir"]),
+        ("encoder_decoder", ["--iters", "1", "--batch_size", "2", "--length", "2"],
+         ["task", "length", "iters", "batch_size", "seed", "threads"]),
+        ("vit", ["--iters", "1", "--batch_size", "2"], ["iters", "batch_size", "learning_rate", "seed", "threads", "show"]),
+        ("build_up", ["--steps", "1", "--only", "1", "--data_dir", str(data_dir), "--figure", figure],
+         ["steps", "only", "seed", "dropout", "figure", "data_dir", "threads"]),
+        ("infinite_memory", ["--part", "figure", "--figure", figure],
+         ["part", "block_size", "recall_steps", "train_segments", "eval_segments", "lm_block_size", "lm_segments",
+          "lm_steps", "data_dir", "figure", "threads", "seed"]),
+    ]
+
+
+def run_lesson(name, argv, capsys):
+    import importlib
+    module = importlib.import_module(f"lessons.{name}")
+    threads = torch.get_num_threads()
+    try:
+        return run_cli(module.main, argv, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_lessons_named_cases_are_one_line_errors(slice_dir, tmp_path, capsys):
+    """The cases of issue 29: --threads 0 or negative, a seed past 64 bits, --figure into a missing folder,
+    --help (which message_passing ignored, then ran)."""
+    cases = [("encoder_decoder", ["--threads", "0"]), ("vit", ["--threads", "-2"]),
+             ("encoder_decoder", ["--seed", str(2**64)]), ("vit", ["--seed", str(2**64)]),
+             ("sparse_attention", ["--iters", "0", "--figure", str(tmp_path / "nowhere" / "f.png")]),
+             ("infinite_memory", ["--part", "figure", "--figure", str(tmp_path / "nowhere" / "f.png")]),
+             ("build_up", ["--plot", "--figure", str(tmp_path / "nowhere" / "f.png"), "--data_dir", slice_dir])]
+    for name, argv in cases:
+        code, _, err = run_lesson(name, argv, capsys)
+        assert code == 2 and err.startswith("error: --"), (name, argv, err)
+    code, out, _ = run_lesson("message_passing", ["--help"], capsys)
+    assert code == 0 and out.startswith("usage: python -m lessons.message_passing") and "largest difference" not in out
+
+
+@pytest.mark.slow
+def test_no_lesson_flag_value_of_the_sweep_prints_a_traceback(slice_dir, tmp_path, capsys):
+    for name, quick, flags in lesson_cases(tmp_path, slice_dir):
+        for flag in flags:
+            for value in SWEEP:
+                code, _, err = run_lesson(name, [*quick, f"--{flag}", value], capsys)
+                assert code in (0, 2), (name, flag, value, err)
+        assert run_lesson(name, [*quick, "--no_such_flag", "1"], capsys)[0] == 2
