@@ -29,6 +29,7 @@ import torch
 if __package__ in (None, ""):  # run as `python lessons/message_passing.py`: make the repo's modules importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from babygpt import versions  # noqa: E402, F401 -- a torch too old is refused in one line
 from model import CausalSelfAttention, GPTConfig  # noqa: E402
 
 
