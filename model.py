@@ -33,14 +33,11 @@ class GPTConfig:
     dropout: float = 0.0  # dropout probability during training (0 turns it off)
     bias: bool = True  # biases in Linear and LayerNorm layers
     attn_impl: str = "sdpa"  # 'sdpa' (one fused kernel) or 'explicit' (explicit_attention)
-    # Which earlier tokens a query reads, itself included. 'causal': all; 'sliding': the last
-    # attn_window (0: block_size // 2); 'bigbird': the last bigbird_window, the first
-    # bigbird_global and bigbird_random more (drawn once, seed 0). See causal_mask, bigbird_mask.
-    attn_pattern: str = "causal"
-    attn_window: int = 0
-    bigbird_window: int = 16
-    bigbird_global: int = 2
-    bigbird_random: int = 2
+    attn_pattern: str = "causal"  # 'causal' (every earlier token), 'sliding' or 'bigbird'
+    attn_window: int = 0  # sliding: the last this-many tokens, itself included (0: block_size // 2)
+    bigbird_window: int = 16  # bigbird: the last this-many tokens, itself included
+    bigbird_global: int = 2  # bigbird: the first this-many tokens are read by every query
+    bigbird_random: int = 2  # bigbird: extra random earlier tokens per query (drawn once, seed 0)
     # Modern options, all off by default (the lecture's model); docs/experiments.md: what they buy.
     pos_emb: str = "learned"  # 'learned' (block_size position vectors) or 'rope' (rotate q and k)
     norm: str = "layernorm"  # or 'rmsnorm': scale by the root-mean-square only (no mean, no bias)
@@ -73,7 +70,6 @@ class GPTConfig:
             raise ValueError("bigbird_window must be at least 1, bigbird_global and bigbird_random not negative")
         if self.attn_pattern != "sliding":
             return
-        # learned positions stop at block_size; a sliding model reads a text of any length
         if self.pos_emb != "rope":
             raise ValueError("attn_pattern 'sliding' needs pos_emb 'rope' (relative positions, so "
                              f"the model runs past block_size), got pos_emb {self.pos_emb!r}")
@@ -86,8 +82,8 @@ class GPTConfig:
 def causal_mask(n_queries, n_keys=None, first_query=0, window=None, device=None):
     """(n_queries, n_keys) bool, True where query i (at position first_query + i) may read a key:
     keys 0..first_query + i, or only the last `window` of them. causal_mask(T) is the decoder's
-    lower triangle; a KV cache holding `start` positions asks for causal_mask(T, start + T, start).
-    """
+    lower triangle; a KV cache holding `start` positions asks for causal_mask(T, start + T, start)
+    (the rows of its T new positions)."""
     n_keys = n_queries if n_keys is None else n_keys
     queries = torch.arange(first_query, first_query + n_queries, device=device)[:, None]  # (Tq, 1)
     keys = torch.arange(n_keys, device=device)[None, :]  # (1, Tk)
@@ -100,7 +96,7 @@ def causal_mask(n_queries, n_keys=None, first_query=0, window=None, device=None)
 def bigbird_mask(T, window, n_global, n_random, seed=0):
     """(T, T) bool, BigBird's pattern (Zaheer et al., 2020), still causal: query t reads its last
     `window` tokens, the first n_global (hubs) and n_random more earlier ones (shortcuts, seeded).
-    A shorter sequence uses the top-left corner: row t never depends on the rows below it."""
+    A shorter sequence uses the top-left corner (row t never depends on the rows below it)."""
     is_global = (torch.arange(T)[None, :] < n_global) & causal_mask(T)  # (T, T)
     allowed = causal_mask(T, window=window) | is_global  # (T, T)
     generator = torch.Generator().manual_seed(seed)
@@ -178,13 +174,11 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.attn_impl = config.attn_impl
         self.qk_norm = config.qk_norm
-        # q, k, v for all heads at once; then a projection that mixes the heads' outputs
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k and v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads
         self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (GPT._init_weights)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # Which keys a query may read (layer_mask): a sliding window is a band built for any
-        # length; BigBird's links are drawn once, a buffer that follows .to(device), never saved.
+        # Which keys a query may read (layer_mask): a sliding band or BigBird's links (not saved).
         self.window = config.attn_window if config.attn_pattern == "sliding" else None
         pattern = None if config.attn_pattern != "bigbird" else bigbird_mask(
             config.block_size, config.bigbird_window, config.bigbird_global, config.bigbird_random)
@@ -201,8 +195,7 @@ class CausalSelfAttention(nn.Module):
         if self.qk_norm:
             qk = F.rms_norm(qk, (qk.size(-1),))  # (2, B, nh, T, hs)
         if rope is not None:
-            # rope: (cos, sin) for these T positions; position enters through the q . k angles
-            qk = apply_rotary(qk, *rope)  # (2, B, nh, T, hs)
+            qk = apply_rotary(qk, *rope)  # (2, B, nh, T, hs): position enters through the angles
         return qk[0], qk[1], v
 
     def forward(self, x, causal=True, rope=None):
@@ -261,10 +254,9 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        # what each character is, and (learned positions) where it is: 0..block_size-1
-        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # what each token is
         if config.pos_emb == "learned":
-            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = make_norm(config)
@@ -330,8 +322,7 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None,
-                 top_p=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None):
         """Extend idx (B, T) by max_new_tokens tokens, one at a time, feeding each choice back in.
 
         The reference loop: it recomputes the whole context for every new token. Only the last
