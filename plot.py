@@ -20,12 +20,12 @@ from babygpt import cli  # noqa: F401 -- first: then a Ctrl-C during the slow im
 import torch
 from torch.nn import functional as F
 
-from babygpt.attention_patterns import layer_mask
 from babygpt import checkpoint
 from babygpt.cli import Parser, UserError, run
 # the loss curves live in loss_plot.py (no torch there: train.py draws loss.png with it in a child process)
 from babygpt.loss_plot import draw_loss, loss_curves, new_figure, read_metrics, save_png
 from babygpt.tokenizer import TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
+from model import layer_mask
 
 # Characters that are invisible as tick labels get a visible stand-in.
 SHOWN_AS = {"\n": "⏎", " ": "␣", "\t": "⇥"}

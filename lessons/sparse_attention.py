@@ -5,8 +5,8 @@ Lesson: sparse attention (BigBird) -- change which tokens may talk, and the cost
     python -m lessons.sparse_attention --iters 0        # only the table and the figure
 
 The GPT itself changes in one place: CausalSelfAttention passes a boolean mask to attention instead of the
-lower triangle (GPTConfig.attn_pattern = "bigbird", or "sliding" for the window alone; the masks are built in
-attention_patterns.py). This lesson
+lower triangle (GPTConfig.attn_pattern = "bigbird", or "sliding" for the window alone; model.py builds the
+masks: causal_mask, bigbird_mask). This lesson
   1. counts the query-key pairs each pattern computes as T grows (full: T(T+1)/2, sliding window: ~T*w,
      BigBird: ~T(w+g+r)),
   2. draws both masks into docs/figures/bigbird_mask.png,
@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 import train
-from babygpt.attention_patterns import bigbird_mask, causal_mask, count_pairs, sliding_mask
+from babygpt.attention_patterns import count_pairs, sliding_mask
 from babygpt.cli import MAX_STEPS, Parser, check_output_file, check_range, run
+from model import bigbird_mask, causal_mask
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "bigbird_mask.png"
 
