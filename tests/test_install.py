@@ -1,5 +1,5 @@
 """Works where learners are: the version floors are enforced in one line, babygpt installs with pip and imports
-from any folder, the README's notebook snippet runs, and requirements.txt and pyproject.toml agree."""
+from any folder, the notebook snippet of docs/usage.md runs, and requirements.txt and pyproject.toml agree."""
 
 import importlib.metadata
 import os
@@ -16,7 +16,7 @@ from babygpt.cli import tomllib
 from babygpt.versions import MIN_TORCH, environment_problem, version_tuple
 from conftest import ROOT
 
-README = ROOT / "README.md"
+USAGE = ROOT / "docs" / "usage.md"  # its "Use it from a notebook" section
 
 
 def requirement_names(lines):
@@ -83,7 +83,7 @@ def test_import_model_never_exits_even_with_an_old_torch(stand_in_torch, tmp_pat
     assert result.stdout.strip() == ("ModuleNotFoundError" if stand_in_torch else "imported")
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine (see the README's path without make)")
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine (see docs/usage.md's path without make)")
 def test_make_stops_in_one_line_before_installing_anything_when_the_reused_torch_is_too_old(tmp_path):
     (tmp_path / "babygpt").mkdir()
     for name in ("Makefile", "babygpt/__init__.py", "babygpt/versions.py", "requirements.txt"):
@@ -127,11 +127,11 @@ def test_pip_install_e_makes_babygpt_importable_from_any_folder(tmp_path):
 
 
 def notebook_snippet():
-    section = README.read_text(encoding="utf-8").split("\n## Use it from a notebook\n", 1)[1].split("\n## ", 1)[0]
+    section = USAGE.read_text(encoding="utf-8").split("\n## Use it from a notebook\n", 1)[1].split("\n## ", 1)[0]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_the_readmes_notebook_snippet_trains_and_samples_from_another_folder(shakespeare_text, tmp_path):
+def test_the_usage_notebook_snippet_trains_and_samples_from_another_folder(shakespeare_text, tmp_path):
     """Run as a notebook would: a fresh process in a folder of its own, babygpt on the path as after
     `pip install -e .`, the text where the snippet's comment says it is."""
     (tmp_path / "data" / "shakespeare_char").mkdir(parents=True)
