@@ -28,3 +28,8 @@ EXERCISES = [
     ("kv_cache", 9, "one KV-cache step, equal to recomputing"),
 ]
 NAMES = [name for name, _, _ in EXERCISES]
+
+
+def unknown_name_message(name):
+    """The one line for a misspelt exercise name."""
+    return f"no exercise called {name!r}; the exercises are: {', '.join(NAMES)}"

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from exercises import EXERCISES, NAMES
+from exercises import EXERCISES, NAMES, unknown_name_message
 
 
 def parse(argv):
@@ -25,8 +25,8 @@ def parse(argv):
 
 
 def folder_of(args):
-    from exercises.checker import HERE, SOLUTIONS
-    return args.dir or (SOLUTIONS if args.solutions else HERE)
+    here = Path(__file__).resolve().parent
+    return args.dir or (here / "solutions" if args.solutions else here)
 
 
 def list_exercises(folder):
@@ -43,7 +43,6 @@ def list_exercises(folder):
 
 
 def check_one(name, folder):
-    from exercises.checker import check, unknown_name_message
     if name is None:
         print(f"which exercise? python -m exercises check NAME, NAME one of: {', '.join(NAMES)}", file=sys.stderr)
         return 2
@@ -51,6 +50,8 @@ def check_one(name, folder):
         print(unknown_name_message(name), file=sys.stderr)
         return 2
     import torch
+
+    from exercises.checker import check
     torch.set_num_threads(1)  # tiny inputs: one thread is fastest, and steady on a busy machine
     result = check(name, folder)
     print(result.report())
