@@ -18,7 +18,6 @@ import importlib.util
 import inspect
 import math
 import signal
-import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -998,7 +997,7 @@ def check_kv_cache(c):
         mistakes.append((explicit_attention(q[:, :, step], k[:, :, :t], v[:, :, :t], causal=False) if t
                          else torch.zeros_like(out), itself))
         c.match(out, full[:, :, step], f"at step {t + 1}, the output", mistakes)
-    c.ok(f"the cache grows by one position per step, (B, nh, t + 1, hs), in order")
+    c.ok("the cache grows by one position per step, (B, nh, t + 1, hs), in order")
     c.ok(f"every step's output equals the full causal attention recomputed over all {T} positions")
 
 

@@ -29,7 +29,7 @@ NEEDED = ["vocabulary", "get_batch", "multi_head", "block", "lm_loss", "lr_sched
 MODEL = dict(block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.0)
 BATCH_SIZE, LEARNING_RATE, MIN_LR, WARMUP_ITERS = 16, 2e-3, 2e-4, 30
 BETAS, EPS, WEIGHT_DECAY, GRAD_CLIP = (0.9, 0.99), 1e-8, 0.1, 1.0
-ITERS, EVAL_ITERS, SEED, SAMPLE_CHARS = 700, 20, 1337, 200
+ITERS, EVAL_ITERS, SEED, SAMPLE_CHARS = 1500, 20, 1337, 200
 
 
 class LearnerFailed(Exception):
