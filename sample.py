@@ -13,11 +13,16 @@ The checkpoint carries its own vocabulary: the data folder is not needed.
 """
 
 import math
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from babygpt import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
+from babygpt import cli
+# Ctrl-C during the slow imports below (torch: a second or two): "interrupted", not a traceback
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, cli.exit_quietly)
+
 import torch
 
 from babygpt import checkpoint
