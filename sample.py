@@ -40,7 +40,7 @@ MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0
 @dataclass
 class SampleConfig:
     out_dir: str = "out"  # read OUT_DIR/ckpt.pt, the best checkpoint train.py wrote there
-    ckpt: str = ""  # read this instead: a file (e.g. out/last.pt) or a run's folder (its ckpt.pt)
+    ckpt: str = ""  # read this checkpoint instead: a file or a run's folder (its ckpt.pt)
     start: str = "\n"  # the prompt; FILE:path reads it from a file; empty means a newline
     num_samples: int = 1  # samples to generate, as one batch
     max_new_tokens: int = 500  # tokens to generate per sample (characters, for the char tokenizer)
