@@ -22,12 +22,16 @@ stops a prepare into a folder that a training reads.
 import hashlib
 import json
 import os
+import signal
 import sys
 import urllib.request
 from pathlib import Path
 
-# first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
-from babygpt import cli  # noqa: F401
+from babygpt import cli
+# Ctrl-C during the slow imports below (numpy, tiktoken): "interrupted", not a traceback
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, cli.exit_quietly)
+
 import numpy as np
 
 from babygpt import guards

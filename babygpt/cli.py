@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from babygpt import versions  # noqa: F401 -- first: an unsupported Python or torch is refused in one line
@@ -26,16 +25,12 @@ FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38  # flo
 
 
 def exit_quietly(signum, frame):
-    """Ctrl-C while a script is still importing (torch takes a second or two): no traceback, exit status 130."""
+    """Ctrl-C while a script is still importing (torch takes a second or two): no traceback, exit status 130.
+    Each script installs it in its first lines, when it runs as the program:
+        signal.signal(signal.SIGINT, cli.exit_quietly)
+    and run() hands Ctrl-C back to Python (KeyboardInterrupt) once main() starts."""
     print("interrupted", file=sys.stderr, flush=True)
     os._exit(130)
-
-
-# The scripts import cli before numpy and torch, so this is in place during their slow imports; run() hands
-# Ctrl-C back to Python (KeyboardInterrupt) once main() starts. Only for our scripts run from the command line.
-if (threading.current_thread() is threading.main_thread()
-        and Path(getattr(sys.modules.get("__main__"), "__file__", None) or "/").resolve().parent == PRESET_DIR.parent):
-    signal.signal(signal.SIGINT, exit_quietly)
 
 
 try:

@@ -170,3 +170,14 @@ def test_full_disk_at_save_time_keeps_the_previous_checkpoint(trained_run, tmp_p
     assert not (run_dir / "last.pt.tmp").exists()
     monkeypatch.undo()
     assert checkpoint.load(run_dir / "last.pt")["iter_num"] == 40
+
+
+def test_importing_the_scripts_or_the_package_installs_no_signal_handler():
+    """Quiet Ctrl-C during the imports is one visible line at the top of each script, taken only when the script
+    runs as the program: a notebook or a test that imports it keeps its own Ctrl-C."""
+    script = ("import signal\n"
+              "from babygpt import cli\n"
+              "import train, sample, plot\n"
+              "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
