@@ -775,28 +775,15 @@ def adam_variant(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, c
 
 
 class TorchAdamW:
-    """torch.optim.AdamW's update for one tensor. torch.optim.adamw.adamw is the function AdamW.step runs;
-    calling it directly skips what building an optimizer costs the first time (an import of torch._dynamo,
-    seconds on a small CPU). If this torch has changed that function, the optimizer itself is used."""
+    """torch.optim.AdamW's update for one tensor: the reference the learner's update must equal."""
 
     def __init__(self, param, lr, betas, eps, weight_decay):
-        self.param, self.settings = param.clone(), dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
-        self.steps, self.optimizer = torch.tensor(0.0), None
+        self.param = nn.Parameter(param.clone())
+        self.optimizer = torch.optim.AdamW([self.param], lr=lr, betas=betas, eps=eps,
+                                           weight_decay=weight_decay)
 
     def step(self, grad):
         """One update with this gradient; the new param, m and v (torch's exp_avg and exp_avg_sq)."""
-        if self.optimizer is None:
-            try:
-                from torch.optim.adamw import adamw
-                (beta1, beta2), s = self.settings["betas"], self.settings
-                adamw([self.param], [grad.clone()], [self.exp_avg], [self.exp_avg_sq], [], [self.steps],
-                      foreach=False, amsgrad=False, beta1=beta1, beta2=beta2, lr=s["lr"],
-                      weight_decay=s["weight_decay"], eps=s["eps"], maximize=False)
-                return self.param.clone(), self.exp_avg.clone(), self.exp_avg_sq.clone()
-            except (ImportError, TypeError):
-                self.param = nn.Parameter(self.param)
-                self.optimizer = torch.optim.AdamW([self.param], **self.settings)
         self.param.grad = grad.clone()
         self.optimizer.step()
         state = self.optimizer.state[self.param]
