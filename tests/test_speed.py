@@ -120,6 +120,10 @@ def test_cuda_gets_bf16_autocast_compile_and_fused_adamw_and_the_cpu_fused_adamw
     assert runtime.system_settings(auto, "cpu", bf16_supported=True) == {"dtype": "bfloat16", "compile": False, "fused": True}
     assert runtime.system_settings(train.TrainConfig(dtype="float32"), "cpu", True)["dtype"] == "float32"
     assert runtime.fast_bf16("mps") is False
+    # the CPU's bf16 instructions, read from /proc/cpuinfo, agree with what torch's own (private) check says
+    if Path("/proc/cpuinfo").exists():
+        torch_says = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        assert runtime.fast_bf16("cpu") == torch_says
     assert runtime.system_settings(auto, "mps", bf16_supported=False)["fused"] is False
     assert runtime.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
     assert runtime.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True
