@@ -84,6 +84,7 @@ def test_a_state_of_other_shapes_is_refused():
         make_optimizer(wide, 1e-2, 0.1, (0.9, 0.99)).load_state_dict(small_opt.state_dict())
 
 
+@pytest.mark.slow
 def test_training_resuming_and_sampling_never_import_torchs_compiler(slice_dir, tmp_path):
     # torch.optim's first optimizer, and any normal_ on the 'meta' device, import torch._dynamo: 2.3 s of start-up
     out_dir = tmp_path / "run"

@@ -61,6 +61,7 @@ def test_training_draws_loss_png_and_the_curves_are_the_metrics_file(trained_run
     assert abs(series["eval"]["val_loss"][0] - math.log(vocab_size)) < 0.1
 
 
+@pytest.mark.slow
 def test_loss_png_is_drawn_by_a_child_so_training_never_holds_matplotlib(slice_dir, tmp_path):
     """train.py's process must not import matplotlib (~35 MB of its peak memory, issue 13); the picture of the
     whole run must still be complete when train.main returns."""
@@ -112,6 +113,7 @@ def drawing_children():
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux's /proc")
+@pytest.mark.slow
 def test_the_early_drawing_child_of_a_mistyped_command_exits_with_it(tmp_path):
     """train.py starts loss.png's child before it imports torch, before it has read its flags: a command that
     ends in a one-line error must not leave that child behind."""

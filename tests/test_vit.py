@@ -3,6 +3,8 @@ classifier sees the whole image, and a short run clearly beats chance on held-ou
 
 import torch
 
+import pytest
+
 from lessons.vit import IMAGE_SIZE, ViT, make_images, patchify, render_glyphs, train, unpatchify
 from model import GPTConfig
 
@@ -44,6 +46,7 @@ def test_every_patch_can_change_the_prediction():
         assert not torch.allclose(model(images)[0], model(changed)[0])
 
 
+@pytest.mark.slow
 def test_a_short_run_clearly_beats_chance():
     torch.set_num_threads(1)
     _, acc, _ = train(iters=400, batch_size=64, learning_rate=3e-3, n_layer=1, n_embd=64, n_test=500,
