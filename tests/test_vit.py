@@ -1,9 +1,8 @@
 """The ViT lesson: cutting an image into patches loses nothing, each patch is the pixels it claims, the
 classifier sees the whole image, and a short run clearly beats chance on held-out digits."""
 
-import torch
-
 import pytest
+import torch
 
 from lessons.vit import IMAGE_SIZE, ViT, make_images, patchify, render_glyphs, train, unpatchify
 from model import GPTConfig
