@@ -60,6 +60,7 @@ def run_cli(main, argv, capsys):
 @example(text="", extra="")
 @example(text="a\r\nb\r\n", extra="")
 @example(text="𝕏😀\U0010FFFF", extra="é")
+@pytest.mark.slow
 def test_char_tokenizer_round_trips_any_text_over_its_vocabulary(text, extra):
     tokenizer = CharTokenizer.from_text(text + extra)  # a vocabulary that holds at least the text's characters
     ids = tokenizer.encode(text)
@@ -175,6 +176,7 @@ sample_flags = st.tuples(usable_flags, st.one_of(st.none(), bad_flag)).map(
 @example(flags={"seed": 2**64})
 @example(flags={"device": "tpu"})
 @example(flags={"start": "FILE:bad\x00path"})
+@pytest.mark.slow
 def test_sample_never_prints_a_traceback(flags, trained_run, capsys):
     argv = ["--out_dir", trained_run]
     for name, value in flags.items():
@@ -205,6 +207,7 @@ damage = st.one_of(
 @example(damage=("replace", 0, b"PK\x03\x04"))
 @example(damage=("truncate", 0.5, b""))
 @example(damage=("truncate", 0.999, b""))
+@pytest.mark.slow
 def test_sample_with_a_garbage_or_damaged_checkpoint_never_prints_a_traceback(damage, checkpoint_bytes, tmp_path, capsys):
     kind, where, junk_bytes = damage
     position = int(where * (len(checkpoint_bytes) - 1))
@@ -247,6 +250,7 @@ def is_valid(kind, text):
 @example(flag="learning_rate", value="-inf")
 @example(flag="bias", value="maybe")
 @example(flag="seed", value="99999999999999999999999")
+@pytest.mark.slow
 def test_cli_rejects_junk_values_with_a_message_that_names_the_flag(flag, value, tmp_path, capsys):
     if is_valid(field_types()[flag], value) and (flag, value) != ("dropout", "2"):
         value = "not-a-number"  # the property is about junk; a valid value would start training
@@ -324,6 +328,7 @@ config_values = st.one_of(st.integers(-2**70, 2**70), st.integers(0, 5000), st.f
 @example(field="n_layer", value=2.0)  # a float where an int belongs
 @example(field="logit_softcap", value=1e-320)  # 0 in float32
 @example(field="attn_pattern", value="bigbird")  # a valid edit: the same weights, another mask; it samples
+@pytest.mark.slow
 def test_a_hand_edited_checkpoint_config_is_refused_in_one_line_or_samples(field, value, trained_state, tmp_path,
                                                                            capsys):
     state = {**trained_state, "model_config": {**trained_state["model_config"], field: value}}
@@ -344,6 +349,7 @@ FLOAT_FLAGS = sorted(f.name for f in [*dataclasses.fields(GPTConfig), *dataclass
 @given(flag=st.sampled_from(FLOAT_FLAGS),
        value=st.one_of(st.floats(5e-324, 1.1e-38), st.floats(3.5e38, 1.7e308)))
 @example(flag="logit_softcap", value=1e-320)
+@pytest.mark.slow
 def test_a_float_setting_float32_cannot_hold_is_refused_by_name(flag, value, slice_dir, tmp_path, capsys):
     code, _, err = run_cli(train.main, [f"--{flag}={value!r}", "--data_dir", slice_dir, "--out_dir", tmp_path / "o",
                                         *TINY], capsys)
@@ -354,6 +360,7 @@ def test_a_float_setting_float32_cannot_hold_is_refused_by_name(flag, value, sli
 @given(flag=st.sampled_from(["n_embd", "n_layer", "block_size", "batch_size", "threads"]),
        value=st.integers(10**7, 10**15))
 @example(flag="n_embd", value=131072)
+@pytest.mark.slow
 def test_resource_flags_beyond_the_machine_are_refused_before_anything_is_allocated(flag, value, slice_dir, tmp_path,
                                                                                      capsys):
     extra = ["--n_head", 1] if flag == "n_embd" else []
@@ -364,6 +371,7 @@ def test_resource_flags_beyond_the_machine_are_refused_before_anything_is_alloca
 
 @fuzz(20)
 @given(surrogate=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), where=st.integers(0, 57))
+@pytest.mark.slow
 def test_a_vocabulary_with_invalid_unicode_is_refused(surrogate, where, slice_dir, trained_state, capsys):
     work = Path(tempfile.mkdtemp())
     shutil.copytree(slice_dir, work / "data", ignore=shutil.ignore_patterns(".babygpt.lock"))

@@ -62,6 +62,7 @@ def old_torch_on_path(tmp_path, version="2.2.2", importable=False):
 
 
 @pytest.mark.parametrize("command", [["train.py"], ["sample.py"], ["-m", "lessons.vit"]])
+@pytest.mark.slow
 def test_an_old_torch_gets_one_line_from_the_scripts(command, tmp_path):
     command = [str(ROOT / command[0])] if command[0].endswith(".py") else command
     result = subprocess.run([sys.executable, *command], cwd=ROOT if command[0] == "-m" else tmp_path,
@@ -84,6 +85,7 @@ def test_import_model_never_exits_even_with_an_old_torch(stand_in_torch, tmp_pat
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine (see docs/usage.md's path without make)")
+@pytest.mark.slow
 def test_make_stops_in_one_line_before_installing_anything_when_the_reused_torch_is_too_old(tmp_path):
     (tmp_path / "babygpt").mkdir()
     for name in ("Makefile", "babygpt/__init__.py", "babygpt/versions.py", "requirements.txt"):
@@ -97,6 +99,7 @@ def test_make_stops_in_one_line_before_installing_anything_when_the_reused_torch
     assert "pip install --upgrade 'torch>=2.5'" in ours[0] and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_pip_install_e_makes_babygpt_importable_from_any_folder(tmp_path):
     """`pip install -e .` into a fresh venv that sees this Python's packages (so nothing is downloaded), then
     `import model` and friends from another folder, presets included."""
@@ -131,6 +134,7 @@ def notebook_snippet():
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_usage_notebook_snippet_trains_and_samples_from_another_folder(shakespeare_text, tmp_path):
     """Run as a notebook would: a fresh process in a folder of its own, babygpt on the path as after
     `pip install -e .`, the text where the snippet's comment says it is."""

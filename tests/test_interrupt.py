@@ -83,6 +83,7 @@ def kill_in_the_middle_of_a_write(process, tmp):
         process.send_signal(signal.SIGCONT)
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_kill_9_anywhere_then_resume_ends_bit_identical_to_a_straight_run(straight_run, slice_dir, tmp_path):
     """Ctrl-C saves and exits 0; kill -9 in the middle of a checkpoint write leaves the previous last.pt loadable.
     After both, the resumed run ends bit-identical to the straight one. (Each round is a fresh Python process,

@@ -5,6 +5,8 @@ comparison is a documented command (docs/experiments.md), not a test."""
 import shutil
 import statistics
 
+import pytest
+
 from tools import bench
 from conftest import ROOT
 from prepare import prepare
@@ -13,6 +15,7 @@ TINY_BABYGPT = ("--n_layer 1 --n_head 2 --n_embd 16 --block_size 16 --batch_size
                 "--threads 1 --max_iters 6 --eval_interval 3 --warmup_iters 2")
 
 
+@pytest.mark.slow
 def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(shakespeare_text, tmp_path):
     data_dir = tmp_path / "data"
     prepare(shakespeare_text[:20_000], data_dir)

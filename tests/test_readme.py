@@ -74,6 +74,7 @@ def gpt2_rank_file_missing():
     return None
 
 
+@pytest.mark.slow
 def test_every_readme_command_works_as_written_after_make_demo(after_make_demo, monkeypatch, capsys):
     monkeypatch.chdir(after_make_demo)
     shared_cache = ROOT.parent / "shared" / "data" / "tiktoken-cache"  # as in test_tokenizers.py: offline machines

@@ -1,6 +1,9 @@
 """Fast training: the modern model options, Muon, the GPU settings logic, torchrun DDP and bench.py."""
 
+import contextlib
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -152,14 +155,31 @@ def test_a_failing_compiler_falls_back_to_the_eager_model_and_changes_nothing(ca
 # -- torchrun
 
 
+def torchrun(*args):
+    """`torchrun --standalone --nproc_per_node=2 train.py ARGS`; its stdout. Each call is three Pythons that import
+    torch (~10 CPU seconds, under 1 s of it training): on a loaded machine a call takes minutes, so the limit only
+    catches a hang. torchrun runs in a process group of its own, killed whole if the limit passes (or on Ctrl-C):
+    killing torchrun alone, as subprocess.run's timeout does, leaves its two workers training on."""
+    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                str(ROOT / "train.py"), *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=600)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    assert process.returncode == 0, err[-2000:]
+    return out
+
+
+@pytest.mark.slow
 def test_two_processes_with_ddp_equal_one_process_with_twice_the_accumulation(slice_dir, tmp_path):
     common = ["--data_dir", slice_dir, "--max_iters", 3, "--eval_interval", 100, "--eval_iters", 1,
               "--gradient_accumulation_steps", 2, *TINY, "--sample_chars", 0]
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(ROOT / "train.py"), "--out_dir", tmp_path / "ddp", *map(str, common)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("done: 3 iterations") == 1  # only rank 0 talks
+    stdout = torchrun("--out_dir", tmp_path / "ddp", *common)
+    assert stdout.count("done: 3 iterations") == 1  # only rank 0 talks
     train_main("--out_dir", tmp_path / "one", *common)
     ddp, one = checkpoint.load(tmp_path / "ddp" / "last.pt"), checkpoint.load(tmp_path / "one" / "last.pt")
     for name, tensor in one["model"].items():
@@ -167,15 +187,11 @@ def test_two_processes_with_ddp_equal_one_process_with_twice_the_accumulation(sl
     assert len(ddp["rng"]["data"]) == 2 and len(ddp["rng"]["torch"]) == 2  # every rank's streams, for resume
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_is_exact(slice_dir, tmp_path):
     """2 processes: 6 iterations straight == 3, then --resume for 3 more (dropout on, every rank's streams restored)."""
     common = ["--data_dir", slice_dir, "--eval_interval", 3, "--eval_iters", 1, "--gradient_accumulation_steps", 2,
               "--dropout", 0.1, *TINY, "--sample_chars", 0]
-
-    def torchrun(*args):
-        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                                 str(ROOT / "train.py"), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr[-2000:]
 
     torchrun("--out_dir", tmp_path / "straight", "--max_iters", 6, *common)
     torchrun("--out_dir", tmp_path / "halves", "--max_iters", 3, "--lr_decay_iters", 6, *common)
@@ -186,6 +202,7 @@ def test_resume_under_torchrun_is_exact(slice_dir, tmp_path):
         assert torch.equal(tensor, halves["model"][name]), name
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_muon_and_the_modern_options(slice_dir, tmp_path):
     common = ["--data_dir", slice_dir, "--eval_interval", 10, *TINY, "--optimizer", "muon", "--pos_emb", "rope",
               "--norm", "rmsnorm", "--mlp_act", "relu2", "--gradient_accumulation_steps", 2, "--sample_chars", 0]
