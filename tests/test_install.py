@@ -72,6 +72,7 @@ def test_an_old_torch_gets_one_line_from_the_scripts(command, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stand_in_torch", [False, True])
 def test_import_model_never_exits_even_with_an_old_torch(stand_in_torch, tmp_path):
     """The version check is the scripts' (above), not model.py's: in a notebook, `import model` next to an old

@@ -2,6 +2,7 @@
 define the model (no process, no signal handler, no exit), and a copy of the file by itself trains and samples,
 the way a learner copies it into a notebook."""
 
+import pytest
 import ast
 import os
 import shutil
@@ -72,6 +73,7 @@ def test_import_model_starts_no_process_changes_no_signal_handler_and_never_exit
     assert import_model_in_a_fresh_interpreter() == "imported | no child process | [] | []"
 
 
+@pytest.mark.slow
 def test_model_py_copied_alone_into_an_empty_folder_trains_and_generates(tmp_path):
     """No repo, no package beside it: a copy of model.py and torch are enough to train a step and sample, with
     every attention pattern; and the babygpt package is never imported on the way."""

@@ -75,6 +75,7 @@ def in_a_fresh_python(script, *args):
     return done
 
 
+@pytest.mark.slow
 def test_training_starts_no_process_and_sampling_never_loads_the_plotting_code(slice_dir, tmp_path):
     """Nothing runs beside the training (no drawing child, no helper started between imports); sample.py,
     which reads checkpoints through checkpoint.py, does not import loss_plot.py or matplotlib."""
@@ -96,6 +97,7 @@ def test_training_starts_no_process_and_sampling_never_loads_the_plotting_code(s
     assert "plotting loaded: False" in done.stdout
 
 
+@pytest.mark.slow
 def test_without_matplotlib_training_warns_once_and_finishes(slice_dir, tmp_path):
     script = ("import sys\n"
               "sys.modules['matplotlib'] = None  # as if it were not installed: importing it raises\n"
