@@ -7,10 +7,8 @@ babygpt's model: a decoder-only transformer (a GPT), in the order the lecture ex
                --> final LayerNorm --> LM head (shares weights with the token embedding)
                --> logits over the vocabulary --> cross-entropy against the next character
 
-Shapes use these letters throughout: B batch size, T sequence length (<= block_size), C n_embd,
-V vocab_size, nh n_head, hs head size = C // nh.
-
-The file needs nothing but Python and PyTorch: copy it anywhere and `import model`.
+Shapes: B batch size, T sequence length (<= block_size), C n_embd, V vocab_size, nh n_head,
+hs head size = C // nh. The file needs nothing but PyTorch: copy it anywhere and `import model`.
 """
 
 import math
@@ -82,8 +80,7 @@ class GPTConfig:
 def causal_mask(n_queries, n_keys=None, first_query=0, window=None, device=None):
     """(n_queries, n_keys) bool, True where query i (at position first_query + i) may read a key:
     keys 0..first_query + i, or only the last `window` of them. causal_mask(T) is the decoder's
-    lower triangle; a KV cache holding `start` positions asks for causal_mask(T, start + T, start)
-    (the rows of its T new positions)."""
+    lower triangle; a KV cache holding `start` positions asks for causal_mask(T, start + T, start)."""
     n_keys = n_queries if n_keys is None else n_keys
     queries = torch.arange(first_query, first_query + n_queries, device=device)[:, None]  # (Tq, 1)
     keys = torch.arange(n_keys, device=device)[None, :]  # (1, Tk)
@@ -146,16 +143,13 @@ def make_norm(config):
 
 
 def explicit_attention(q, k, v, causal, dropout_p=0.0, allowed=None):
-    """The attention formula written out: softmax(q @ k^T / sqrt(hs)) @ v.
-
-    q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs) -> (B, nh, Tq, hs). With causal=True, query t
-    may only look at keys 0..t (the decoder's mask); allowed, a (Tq, Tk) bool mask, replaces that
-    lower triangle with a sparser pattern (see layer_mask)."""
+    """The attention formula written out: softmax(q @ k^T / sqrt(hs)) @ v. q: (B, nh, Tq, hs),
+    k and v: (B, nh, Tk, hs) -> (B, nh, Tq, hs). With causal=True, query t may only look at keys
+    0..t (the decoder's mask); allowed, a (Tq, Tk) bool mask, replaces it (see layer_mask)."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, Tq, Tk): query-key match
     if causal and allowed is None:
         allowed = causal_mask(q.size(-2), k.size(-2), device=q.device)  # (Tq, Tk)
-    if allowed is not None:
-        # a masked-out key (the future) gets zero weight after the softmax
+    if allowed is not None:  # a masked-out key (the future) gets zero weight after the softmax
         scores = scores.masked_fill(~allowed, float("-inf"))
     weights = F.softmax(scores, dim=-1)  # (B, nh, Tq, Tk), each row sums to 1
     weights = F.dropout(weights, p=dropout_p)  # dropout_p is 0 outside training
@@ -324,7 +318,6 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None):
         """Extend idx (B, T) by max_new_tokens tokens, one at a time, feeding each choice back in.
-
         The reference loop: it recomputes the whole context for every new token. Only the last
         block_size tokens are shown to the model (a sliding-window model, defined on any length, is
         never cropped). Call model.eval() first. engine.py gives the same tokens faster (KV cache).

@@ -114,7 +114,7 @@ def test_model_py_stays_short_enough_to_read_top_to_bottom():
     """A learner reads model.py top to bottom: the GPT and what it needs to run alone (the attention masks, the
     sampling of the next token) are in it; what is not the GPT lives beside it (optimizer.py: AdamW and its
     param groups), and the README's table says so."""
-    assert "`generate` (under 300 lines)" in README.read_text(encoding="utf-8")
+    assert "`generate`: about 350 lines that need nothing but torch" in README.read_text(encoding="utf-8")
     lines = (ROOT / "model.py").read_text(encoding="utf-8").splitlines()
     assert len(lines) < 370, f"model.py has {len(lines)} lines"
 
