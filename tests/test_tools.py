@@ -16,7 +16,7 @@ import torch
 
 from babygpt import checkpoint
 from babygpt.cli import run
-from conftest import TINY, train_main
+from conftest import ROOT, TINY, train_main
 from prepare import prepare
 from tools import generation, peer, speed, whole_val
 
@@ -109,26 +109,42 @@ def test_every_tool_flag_takes_any_value_without_a_traceback(command, commands, 
             assert_one_line_or_done(main, argv)
 
 
-@pytest.mark.parametrize("main, argv, says", [
-    (speed.main, ["throughput", "--iters", "0"], "argument --iters: expected a whole number from 1"),
-    (speed.main, ["throughput", "--rounds", "0"], "argument --rounds: expected a whole number from 1"),
-    (speed.main, ["levers", "--iters", "0"], "argument --iters: expected a whole number from 1"),
-    (speed.main, ["levers", "--rounds", "0"], "argument --rounds: expected a whole number from 1"),
-    (speed.main, ["time-to-loss", "--evals", "0"], "argument --evals: expected a whole number from 1"),
+@pytest.mark.parametrize("main, argv, says", [  # DATA: the prepared slice, so that each reaches its measurement
+    (speed.main, ["throughput", "--iters", "0", "DATA"], "argument --iters: expected a whole number from 1"),
+    (speed.main, ["throughput", "--rounds", "0", "DATA"], "argument --rounds: expected a whole number from 1"),
+    (speed.main, ["levers", "--levers", "as train.py", "--iters", "0", "DATA"], "argument --iters: expected a whole"),
+    (speed.main, ["levers", "--levers", "as train.py", "--rounds", "0", "DATA"], "argument --rounds: expected a who"),
+    (speed.main, ["levers", "--levers", "as train.py", "--iters", "1", "--warmup", "0", "--rounds", "1", "DATA"], ""),
+    (speed.main, ["time-to-loss", "--presets", "classic", "--evals", "0", "DATA"], "argument --evals: expected a"),
+    (speed.main, ["throughput", "--preset", "", "DATA"], "unknown preset ''"),
+    (speed.main, ["time-to-loss", "--presets", "classic,", "DATA"], "unknown preset ''"),
     (generation.main, ["sample", "--samples", "0"], "argument --samples: expected a whole number from 1"),
+    (generation.main, ["sample", "--preset", "nope"], "unknown preset 'nope'; known presets: classic,"),
+    (generation.main, ["sample", "--lengths", "5", "--presets", "cpu,nope"], "unknown preset 'nope'"),
     (generation.main, ["decode-step", "--steps", "0"], "argument --steps: expected a whole number from 1"),
     (generation.main, ["decode-step", "--rounds", "0"], "argument --rounds: expected a whole number from 1"),
     (generation.main, ["decode-step", "--threads", str(10 ** 30)], "argument --threads: expected a whole number"),
-    (generation.main, ["sample", "--preset", "nope"], "unknown preset 'nope'; known presets: classic,"),
-    (generation.main, ["sample", "--lengths", "5", "--presets", "cpu,nope"], "unknown preset 'nope'"),
-    (speed.main, ["throughput", "--preset", ""], "unknown preset ''"),
-    (speed.main, ["time-to-loss", "--presets", "classic,"], "unknown preset ''"),
-    (peer.main, ["--nanogpt", ".", "--short", "5", "--long", "5"], "--long (5) must be more steps than --short (5)"),
+    # against the stand-in for nanoGPT (tests/peer_standin), refused before any run
+    (peer.main, ["--short", "5", "--long", "5", "PEER"], "--long (5) must be more steps than --short (5)"),
+    (peer.main, ["--repeats", "0", "PEER"], "argument --repeats: expected a whole number from 1"),
+    (peer.main, ["--whole", "-1", "PEER"], "argument --whole: expected a whole number from 0"),
+    (peer.main, ["--nanogpt_flags=--max_iters='6", "PEER"], "--nanogpt_flags / --babygpt_flags: No closing"),
 ])
-def test_the_issues_tool_values_are_one_line(main, argv, says, tmp_path, monkeypatch):
+def test_the_issues_tool_values_are_one_line(main, argv, says, slice_dir, shakespeare_text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    if "DATA" in argv:
+        argv = argv[:-1] + ["--data_dir", str(slice_dir)] + (["--set", TINY_SET] if argv[0] in SETS else [])
+    if "PEER" in argv:
+        shutil.copytree(ROOT / "tests" / "peer_standin", tmp_path / "nanogpt")
+        shutil.copytree(slice_dir, tmp_path / "data")
+        (tmp_path / "data" / "input.txt").write_text(shakespeare_text[:20_000], encoding="utf-8")
+        whole = [] if "--whole" in argv else ["--whole", "0"]
+        argv = argv[:-1] + ["--nanogpt", "nanogpt", "--data_dir", "data", *whole]
     code, err = assert_one_line_or_done(main, argv)
-    assert code == 2 and says in err, err
+    assert code == (2 if says else 0) and says in err, err
+
+
+SETS = ("throughput", "time-to-loss")  # the commands that take --set
 
 
 def test_whole_val_on_a_missing_or_foreign_checkpoint_is_one_line(tmp_path):

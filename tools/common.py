@@ -22,15 +22,12 @@ class ToolParser(Parser):
     tools print and write their arguments, which such a value cannot pass through."""
 
     def parse_args(self, args=None, namespace=None):
-        parsed = super().parse_args(args, namespace)
-        for name, value in vars(parsed).items():
-            for text in value if isinstance(value, list) else [value]:
-                if isinstance(text, str) and not text.isascii():
-                    try:
-                        text.encode("utf-8")
-                    except UnicodeEncodeError:
-                        self.error(f"argument {name}: {text!r} is not UTF-8 text")
-        return parsed
+        for arg in sys.argv[1:] if args is None else args:
+            try:
+                str(arg).encode("utf-8")
+            except UnicodeEncodeError:  # Python holds the byte 0xff of a command line as the surrogate \udcff
+                self.error(f"{arg!r} is not UTF-8 text")
+        return super().parse_args(args, namespace)
 
 
 def count(low, high):
