@@ -41,7 +41,6 @@ def readme_commands():
 
 NOT_HERE = {  # what this test leaves to others, and why
     "-m": "the lessons have their own tests (tests/test_lessons.py, test_vit.py, ...)",
-    "bench.py": "measurements of minutes, not a check",
     "my_text.txt": "a placeholder for the learner's own file",
     "my.txt": "a placeholder for the learner's own file",
     "bpe": "training a BPE takes 10 s or more; tests/test_tokenizers.py trains one",

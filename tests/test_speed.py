@@ -1,4 +1,4 @@
-"""Fast training: the modern model options, Muon, the GPU settings logic, torchrun DDP and bench.py."""
+"""Fast training: the modern model options, Muon, the GPU settings logic, torchrun DDP and the speed tools."""
 
 import contextlib
 import math
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tools import bench
+from tools import generation, speed, whole_val
 from babygpt import checkpoint
 from babygpt import runtime
 import train
@@ -214,12 +214,12 @@ def test_resume_is_exact_with_muon_and_the_modern_options(slice_dir, tmp_path):
         assert torch.equal(tensor, halves["model"][name]), name
 
 
-# -- bench.py
+# -- the speed tools (tools/speed.py, tools/generation.py, tools/whole_val.py)
 
 
 def test_bench_time_to_loss_reports_every_preset_and_the_ratio(slice_dir, tmp_path):
     tiny = "n_layer=1,n_head=2,n_embd=16,block_size=16,batch_size=4,max_iters=4,threads=1"
-    result = bench.main(["time-to-loss", "--presets", "classic,cpu", "--target", "10", "--evals", "2",
+    result = speed.main(["time-to-loss", "--presets", "classic,cpu", "--target", "10", "--evals", "2",
                          "--eval_batches", "1", "--data_dir", str(slice_dir), "--set", tiny, "--json", str(tmp_path / "t.json")])
     assert set(result["presets"]) == {"classic", "cpu"}
     for row in result["presets"].values():
@@ -227,14 +227,20 @@ def test_bench_time_to_loss_reports_every_preset_and_the_ratio(slice_dir, tmp_pa
         assert row["seconds_to_target"] == row["curve"][1]["seconds"] > 0  # loss < 10 at the first evaluation
         assert row["tokens_to_target"] == 2 * 4 * 16
     assert result["presets"]["cpu"]["speedup"] > 0
-    throughput = bench.main(["throughput", "--preset", "classic", "--iters", "1", "--rounds", "1", "--warmup", "1",
+    throughput = speed.main(["throughput", "--preset", "classic", "--iters", "1", "--rounds", "1", "--warmup", "1",
                              "--data_dir", str(slice_dir), "--set", tiny, "--json", str(tmp_path / "p.json")])
     assert throughput["tokens_per_s"] > 0 and 0 < throughput["fraction_of_matmul"] < 1.5
 
 
+def test_levers_times_the_classic_step_with_one_change_at_a_time(slice_dir):
+    times = speed.main(["levers", "--levers", "as train.py,no rng snapshot,for-loop AdamW,bfloat16 autocast", "--iters", "1",
+                        "--rounds", "1", "--warmup", "1", "--data_dir", str(slice_dir)])
+    assert set(times) == {"as train.py", "no rng snapshot", "for-loop AdamW", "bfloat16 autocast"} and all(t > 0 for t in times.values())
+
+
 def test_bench_decode_step_is_the_rolling_cache_step_and_times_every_mode():
-    # the step bench.py decode-step compiles must be engine.forward's own (here eager: compiling takes ~30 s)
-    result = bench.main(["decode-step", "--steps", "40", "--rounds", "1", "--compile", "0"])  # 40 > W: the ring wraps
+    # the step tools.generation decode-step compiles must be engine.forward's own (here eager: compiling takes ~30 s)
+    result = generation.main(["decode-step", "--steps", "40", "--rounds", "1", "--compile", "0"])  # 40 > W: the ring wraps
     assert result["max_logit_difference"] < 1e-5
     assert len(result["ms"]) == 2 and all(len(t) == 1 and t[0] > 0 for t in result["ms"].values())
 
@@ -248,5 +254,5 @@ def test_bench_whole_val_scores_a_run_like_the_peer_evaluator(trained_run):
     with torch.no_grad():  # the same mean in one go: non-overlapping windows, every token but the first once
         logits, _ = model(stream[:-1].view(-1, T))
         direct = F.cross_entropy(logits.reshape(-1, logits.size(-1)), stream[1:]).item()
-    score = bench.main(["whole-val", str(trained_run)])[str(trained_run)]
+    score = whole_val.main([str(trained_run)])[str(trained_run)]
     assert score == pytest.approx(direct, rel=1e-5) and score < math.log(model.config.vocab_size)
