@@ -1,5 +1,8 @@
 # make demo  -- install, prepare Tiny Shakespeare, train the cpu preset into out/ (replacing a run there), print samples
-# make test  -- install, run the test suite (it fetches Tiny Shakespeare first if it can, see tests/conftest.py)
+# make test  -- install, run the fast tests: every feature, in about a minute (it fetches Tiny Shakespeare first
+#               if it can, see tests/conftest.py)
+# make test-slow -- the slow tests: real faults, torchrun, installs, other processes, the peer and build-up runs
+# make test-all  -- both: the whole suite (several minutes)
 #
 # Everything runs in .venv, made with --system-site-packages so an already-installed torch (2.5 or newer) is
 # reused; an older one stops make with one line saying how to upgrade it. Without any, TORCH is installed.
@@ -16,7 +19,7 @@ PIP_ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test test-slow test-all install clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +37,12 @@ demo: install
 	$(PY) sample.py --out_dir out --num_samples 2 --max_new_tokens 300
 
 test: install
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+test-all: install
 	$(PY) -m pytest
 
 clean:  # the venv only: training runs (out*/) and data/ are kept

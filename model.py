@@ -7,9 +7,8 @@ babygpt's model: a decoder-only transformer (a GPT), in the order the lecture ex
                --> final LayerNorm --> LM head (shares weights with the token embedding)
                --> logits over the vocabulary --> cross-entropy against the next character
 
-Shapes use these letters throughout:
-    B batch size, T sequence length (<= block_size), C n_embd, V vocab_size,
-    nh n_head, hs head size = C // nh.
+Shapes: B batch size, T sequence length (<= block_size), C n_embd, V vocab_size, nh n_head,
+hs head size = C // nh. The file needs nothing but PyTorch: copy it anywhere and `import model`.
 """
 
 import math
@@ -19,37 +18,35 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from babygpt import versions  # noqa: F401 -- first: a torch older than 2.5 (no nn.RMSNorm) is refused in one line
-from babygpt.attention_patterns import causal_mask, check_pattern_settings, fixed_pattern, layer_mask
-from babygpt.sampling import sample_next_token
+PATTERNS = ("causal", "sliding", "bigbird")  # the values of GPTConfig.attn_pattern
 
 
 @dataclass
 class GPTConfig:
-    block_size: int = 64  # the longest context the model sees; also the number of learned positions
-    vocab_size: int = 65  # how many distinct tokens (65 characters in Tiny Shakespeare)
+    block_size: int = 64  # the longest context; also the number of learned positions
+    vocab_size: int = 65  # distinct tokens (65 characters in Tiny Shakespeare)
     n_layer: int = 4  # blocks applied in series
     n_head: int = 4  # attention heads running in parallel inside each block
-    n_embd: int = 128  # width of the residual stream (every token is a vector of this size)
+    n_embd: int = 128  # width of the residual stream: every token is a vector of this size
     dropout: float = 0.0  # dropout probability during training (0 turns it off)
     bias: bool = True  # biases in Linear and LayerNorm layers
-    attn_impl: str = "sdpa"  # 'sdpa' (fused F.scaled_dot_product_attention) or 'explicit' (the readable reference)
-    attn_pattern: str = "causal"  # 'causal' (every earlier token), 'sliding' (the last attn_window) or 'bigbird'
-    attn_window: int = 0  # sliding: each query sees its last this-many tokens, itself included (0: block_size // 2)
-    bigbird_window: int = 16  # bigbird: each query sees its last this-many tokens, itself included
-    bigbird_global: int = 2  # bigbird: the first this-many tokens are seen by every query
+    attn_impl: str = "sdpa"  # 'sdpa' (one fused kernel) or 'explicit' (explicit_attention)
+    attn_pattern: str = "causal"  # 'causal' (every earlier token), 'sliding' or 'bigbird'
+    attn_window: int = 0  # sliding: the last this-many tokens, itself included (0: block_size // 2)
+    bigbird_window: int = 16  # bigbird: the last this-many tokens, itself included
+    bigbird_global: int = 2  # bigbird: the first this-many tokens are read by every query
     bigbird_random: int = 2  # bigbird: extra random earlier tokens per query (drawn once, seed 0)
-    # Modern options, all off by default (the lecture's model). See docs/experiments.md for what each one buys.
-    pos_emb: str = "learned"  # 'learned' (a table of block_size position vectors) or 'rope' (rotate q and k by position)
-    norm: str = "layernorm"  # 'layernorm' or 'rmsnorm' (scale by the root-mean-square only: no mean, no bias)
-    qk_norm: bool = False  # RMS-normalise each head's queries and keys before attention (steadier at high lr)
+    # Modern options, all off by default (the lecture's model); docs/experiments.md: what they buy.
+    pos_emb: str = "learned"  # 'learned' (block_size position vectors) or 'rope' (rotate q and k)
+    norm: str = "layernorm"  # or 'rmsnorm': scale by the root-mean-square only (no mean, no bias)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys (steadier at high lr)
     mlp_act: str = "gelu"  # the MLP's nonlinearity: 'gelu' or 'relu2' (ReLU squared)
     tie_head: bool = True  # the LM head shares its matrix with the token embedding
-    zero_init_proj: bool = False  # output projections start at 0, so every block starts as the identity
-    logit_softcap: float = 0.0  # logits become cap * tanh(logits / cap), bounded in (-cap, cap) (0: off)
+    zero_init_proj: bool = False  # output projections start at 0: each block starts as identity
+    logit_softcap: float = 0.0  # logits become cap * tanh(logits / cap), in (-cap, cap); 0: off
 
     def __post_init__(self):
-        # Catch impossible shapes here, with a message that names the field, instead of deep inside forward().
+        # Catch impossible settings here, with a message naming the field, not deep in forward().
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -59,31 +56,81 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attn_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
-        for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")), ("mlp_act", ("gelu", "relu2"))):
+        for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
+                              ("mlp_act", ("gelu", "relu2")), ("attn_pattern", PATTERNS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"pos_emb 'rope' needs an even head size, got {self.n_embd // self.n_head}")
         if self.logit_softcap < 0:
             raise ValueError(f"logit_softcap must not be negative, got {self.logit_softcap}")
-        check_pattern_settings(self)  # attn_pattern and its fields (attention_patterns.py)
+        if self.bigbird_window < 1 or self.bigbird_global < 0 or self.bigbird_random < 0:
+            raise ValueError("bigbird_window must be at least 1, bigbird_global and bigbird_random not negative")
+        if self.attn_pattern != "sliding":
+            return
+        if self.pos_emb != "rope":
+            raise ValueError("attn_pattern 'sliding' needs pos_emb 'rope' (relative positions, so "
+                             f"the model runs past block_size), got pos_emb {self.pos_emb!r}")
+        self.attn_window = self.attn_window or self.block_size // 2
+        if not 1 <= self.attn_window <= self.block_size:
+            raise ValueError(f"attn_window must be between 1 and block_size ({self.block_size}), "
+                             f"got {self.attn_window} (0 means block_size // 2)")
+
+
+def causal_mask(n_queries, n_keys=None, first_query=0, window=None, device=None):
+    """(n_queries, n_keys) bool, True where query i (at position first_query + i) may read a key:
+    keys 0..first_query + i, or only the last `window` of them. causal_mask(T) is the decoder's
+    lower triangle; a KV cache holding `start` positions asks for causal_mask(T, start + T, start)."""
+    n_keys = n_queries if n_keys is None else n_keys
+    queries = torch.arange(first_query, first_query + n_queries, device=device)[:, None]  # (Tq, 1)
+    keys = torch.arange(n_keys, device=device)[None, :]  # (1, Tk)
+    allowed = keys <= queries  # (Tq, Tk): nothing from the future
+    if window is not None:
+        allowed &= keys > queries - window  # (Tq, Tk): a band ending on the diagonal
+    return allowed
+
+
+def bigbird_mask(T, window, n_global, n_random, seed=0):
+    """(T, T) bool, BigBird's pattern (Zaheer et al., 2020), still causal: query t reads its last
+    `window` tokens, the first n_global (hubs) and n_random more earlier ones (shortcuts, seeded).
+    A shorter sequence uses the top-left corner (row t never depends on the rows below it)."""
+    is_global = (torch.arange(T)[None, :] < n_global) & causal_mask(T)  # (T, T)
+    allowed = causal_mask(T, window=window) | is_global  # (T, T)
+    generator = torch.Generator().manual_seed(seed)
+    for t in range(T):
+        candidates = (~allowed[t, : t + 1]).nonzero().flatten()  # earlier keys not linked yet
+        if n_random > 0 and len(candidates) > 0:
+            pick = torch.randperm(len(candidates), generator=generator)[:n_random]
+            allowed[t, candidates[pick]] = True
+    return allowed
+
+
+def layer_mask(attn, n_new, first=0, device=None, explicit=False):
+    """(n_new, first+n_new) bool: the keys that the queries at positions first..first+n_new-1 of
+    attention layer attn may read. Plain causal attention gives None unless explicit=True: the
+    fused kernel's is_causal applies its lower triangle without building one."""
+    n_keys = first + n_new
+    if attn.pattern is not None:
+        return attn.pattern[first:n_keys, :n_keys]
+    if attn.window is None and not explicit:
+        return None
+    return causal_mask(n_new, n_keys, first_query=first, window=attn.window, device=device)
 
 
 def rotary_cos_sin(positions, head_size, base=10000.0):
-    """RoPE tables for absolute positions (T,) -> cos, sin, each (T, head_size).
-
-    Pair i of a head's vector (elements i and i + hs/2) is rotated by the angle position * base^(-2i/head_size):
-    fast-turning pairs see fine position differences, slow ones coarse ones. Because q and k are both rotated,
-    q . k depends only on how far apart two positions are, never on where they are (each angle is written twice)."""
-    freqs = base ** (-torch.arange(0, head_size, 2, device=positions.device).float() / head_size)  # (hs/2,)
+    """RoPE tables for absolute positions (T,) -> cos, sin, each (T, head_size). Pair i of a head's
+    vector (elements i and i + hs/2) is rotated by position * base^(-2i/head_size): fast-turning
+    pairs see fine position differences, slow ones coarse ones. q and k are both rotated, so q . k
+    depends only on how far apart two positions are, never on where they are."""
+    freqs = base ** (-torch.arange(0, head_size, 2, device=positions.device).float() / head_size)
     angles = positions.float()[:, None] * freqs[None, :]  # (T, hs/2)
     angles = torch.cat((angles, angles), dim=-1)  # (T, hs): pair i's angle at i and at i + hs/2
     return angles.cos(), angles.sin()
 
 
 def apply_rotary(x, cos, sin):
-    """Rotate each pair (x1, x2) = (x[i], x[i + hs/2]) of x (..., T, hs) by the angles in cos, sin (T, hs):
-    (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), the "rotate-half" form: x cos + (-x2, x1) sin."""
+    """Rotate each pair (x1, x2) = (x[i], x[i + hs/2]) of x (..., T, hs) by the angles in cos, sin
+    (T, hs): (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), the "rotate-half" form."""
     x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (..., T, hs/2)
     return (x.float() * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)  # (..., T, hs)
 
@@ -96,27 +143,24 @@ def make_norm(config):
 
 
 def explicit_attention(q, k, v, causal, dropout_p=0.0, allowed=None):
-    """The attention formula written out: softmax(q @ k^T / sqrt(hs)) @ v.
-
-    q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs) -> (B, nh, Tq, hs).
-    With causal=True, query t may only look at keys 0..t (the decoder's mask). allowed, a (Tq, Tk) bool
-    mask, replaces that lower triangle with a sparser pattern (see attention_patterns.py).
-    """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, Tq, Tk): how much each query likes each key
+    """The attention formula written out: softmax(q @ k^T / sqrt(hs)) @ v. q: (B, nh, Tq, hs),
+    k and v: (B, nh, Tk, hs) -> (B, nh, Tq, hs). With causal=True, query t may only look at keys
+    0..t (the decoder's mask); allowed, a (Tq, Tk) bool mask, replaces it (see layer_mask)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, Tq, Tk): query-key match
     if causal and allowed is None:
-        allowed = causal_mask(q.size(-2), k.size(-2), device=q.device)  # (Tq, Tk) lower triangle
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))  # the future gets zero weight after softmax
+        allowed = causal_mask(q.size(-2), k.size(-2), device=q.device)  # (Tq, Tk)
+    if allowed is not None:  # a masked-out key (the future) gets zero weight after the softmax
+        scores = scores.masked_fill(~allowed, float("-inf"))
     weights = F.softmax(scores, dim=-1)  # (B, nh, Tq, Tk), each row sums to 1
     weights = F.dropout(weights, p=dropout_p)  # dropout_p is 0 outside training
     return weights @ v  # (B, nh, Tq, hs): a weighted average of the values
 
 
 class CausalSelfAttention(nn.Module):
-    """Communication. Every position emits a query ("what am I looking for"), a key ("what do I contain")
-    and a value ("what I will tell you"); each position then takes a weighted average of the values of the
-    positions it may look at, weighted by how well its query matches their keys. n_head independent heads
-    do this in parallel on slices of the vector, and their outputs are concatenated."""
+    """Communication. Every position emits a query ("what am I looking for"), a key ("what do I
+    contain") and a value ("what I will tell you"); each position then takes a weighted average of
+    the values of the positions it may look at, weighted by how well its query matches their keys.
+    n_head independent heads do this in parallel on slices of the vector, side by side."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -124,45 +168,47 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.attn_impl = config.attn_impl
         self.qk_norm = config.qk_norm
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads' outputs
-        self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (see GPT._init_weights)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k and v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads
+        self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (GPT._init_weights)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # Which keys a query may read (attention_patterns.layer_mask): BigBird's links are a fixed (block_size,
-        # block_size) buffer; a sliding window is a band of the last `window` keys, built for any length T.
+        # Which keys a query may read (layer_mask): a sliding band or BigBird's links (not saved).
         self.window = config.attn_window if config.attn_pattern == "sliding" else None
-        self.register_buffer("pattern", fixed_pattern(config), persistent=False)  # moves with .to(device), not saved
+        pattern = None if config.attn_pattern != "bigbird" else bigbird_mask(
+            config.block_size, config.bigbird_window, config.bigbird_global, config.bigbird_random)
+        self.register_buffer("pattern", pattern, persistent=False)
 
     def qkv(self, x, rope=None):
-        """Every head's queries, keys and values: x (B, T, C) -> 3 x (B, nh, T, hs). engine.py calls this too,
-        so its cached path computes exactly the same vectors."""
+        """Every head's queries, keys and values: x (B, T, C) -> 3 x (B, nh, T, hs). engine.py
+        calls this too, so its cached path computes exactly the same vectors."""
         B, T, C = x.shape
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs): C split into nh heads
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
         # move the head axis forward so heads run as a batch, and q, k, v to the front
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-        qk, v = qkv[:2], qkv[2]  # (2, B, nh, T, hs), (B, nh, T, hs): q and k are treated alike, in one call
+        qk, v = qkv[:2], qkv[2]  # (2, B, nh, T, hs), (B, nh, T, hs): q and k go through together
         if self.qk_norm:
             qk = F.rms_norm(qk, (qk.size(-1),))  # (2, B, nh, T, hs)
-        if rope is not None:  # (cos, sin) for these T positions: position enters through the q . k angles
-            qk = apply_rotary(qk, *rope)  # (2, B, nh, T, hs)
+        if rope is not None:
+            qk = apply_rotary(qk, *rope)  # (2, B, nh, T, hs): position enters through the angles
         return qk[0], qk[1], v
 
     def forward(self, x, causal=True, rope=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x, rope)  # 3 x (B, nh, T, hs)
         dropout_p = self.dropout if self.training else 0.0
-        mask = layer_mask(self, T, device=x.device) if causal else None  # (T, T) bool, or None: plain causal
-        if self.attn_impl == "sdpa":  # same maths as explicit_attention, in one fused kernel
+        mask = layer_mask(self, T, device=x.device) if causal else None  # (T, T) bool, or None
+        if self.attn_impl == "sdpa":
+            # the same maths as explicit_attention, in one fused kernel
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                                is_causal=causal and mask is None)  # (B, nh, T, hs)
         else:
             y = explicit_attention(q, k, v, causal, dropout_p, allowed=mask)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads concatenated side by side
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
 
 class MLP(nn.Module):
-    """Computation. Each position thinks on its own about what it gathered: widen 4x, GELU, project back."""
+    """Computation. Each position thinks on its own about what it gathered: widen 4x, GELU, back."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -179,9 +225,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer block: communicate, then compute. Each sub-layer reads a LayerNorm-ed copy of the
-    residual stream x and *adds* its result back. The additions give gradients a straight path from the loss
-    to the first layer, which is what makes a deep stack trainable."""
+    """One transformer block: communicate, then compute. Each sub-layer reads a LayerNorm-ed copy
+    of the residual stream x and *adds* its result back. The additions give gradients a straight
+    path from the loss to the first layer, which is what makes a deep stack trainable."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -202,9 +248,9 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # what each character is
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # what each token is
         if config.pos_emb == "learned":
-            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is: 0..block_size-1
+            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = make_norm(config)
@@ -216,9 +262,9 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
-        """GPT-2 initialisation: weights ~ N(0, 0.02), biases 0. The projections that write into the residual
-        stream (marked with is_residual_projection) get std 0.02/sqrt(2*n_layer): there are 2 of them per block
-        and their outputs add up, so this keeps the stream's variance from growing with depth."""
+        """GPT-2 initialisation: weights ~ N(0, 0.02), biases 0. The projections that write into
+        the residual stream (marked is_residual_projection) get std 0.02/sqrt(2*n_layer): there are
+        2 per block and their outputs add up, so this keeps the stream's variance from growing."""
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "is_residual_projection", False):
@@ -234,30 +280,30 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def embed(self, idx, start=0):
-        """Tokens idx (B, T) at positions start..start+T-1 -> the residual stream (B, T, C), and the rotary
-        tables for those positions (None with learned positions, which are added here instead)."""
+        """Tokens idx (B, T) at positions start..start+T-1 -> the residual stream (B, T, C), and
+        the rotary tables for those positions (None with learned positions, added here instead)."""
         positions = torch.arange(start, start + idx.size(1), device=idx.device)  # (T,)
         x = self.token_embedding(idx)  # (B, T, C)
         if self.config.pos_emb == "learned":
-            return x + self.position_embedding(positions), None  # (B, T, C): (T, C) broadcast over the batch
+            return x + self.position_embedding(positions), None  # (B, T, C) + (T, C) broadcast
         return x, rotary_cos_sin(positions, self.config.n_embd // self.config.n_head)  # 2 x (T, hs)
 
     def head(self, x):
         """Residual stream (..., C) -> logits (..., V): final norm, then the LM head."""
         logits = self.lm_head(self.ln_f(x))  # (..., V)
-        if self.config.logit_softcap:  # a smooth clamp: no logit can run away
-            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)  # (..., V)
+        if self.config.logit_softcap:
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
         return logits
 
     def forward(self, idx, targets=None):
-        """idx: (B, T) tokens, T <= block_size (any T if sliding). targets: (B, T), idx shifted left by one, or None.
-        Returns logits (B, T, V) and the mean cross-entropy loss (a scalar) or None."""
+        """idx: (B, T) tokens, T <= block_size (any T if sliding). targets: (B, T), idx shifted
+        left by one, or None. Returns logits (B, T, V) and the mean cross-entropy loss or None."""
         B, T = idx.shape
-        if T > self.config.block_size and self.config.attn_pattern != "sliding":  # a band fits any length
-            raise ValueError(
-                f"sequence of length {T} is longer than block_size {self.config.block_size}: "
-                f"the model has position embeddings for only {self.config.block_size} places; crop the input"
-            )
+        block_size = self.config.block_size
+        # a sliding band fits any length; the other patterns stop at block_size positions
+        if T > block_size and self.config.attn_pattern != "sliding":
+            raise ValueError(f"sequence of length {T} is longer than block_size {block_size}: the model "
+                             f"has position embeddings for only {block_size} places; crop the input")
         x, rope = self.embed(idx)  # (B, T, C), rotary tables or None
         x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
@@ -272,18 +318,38 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None):
         """Extend idx (B, T) by max_new_tokens tokens, one at a time, feeding each choice back in.
-
-        This is the reference loop: it recomputes the whole (cropped) context for every new token. It works
-        for any prompt length: the model only has block_size positions, so only the last block_size tokens
-        are shown to it. A sliding-window model is never cropped: it is defined on a text of any length, so its
-        reference is the full forward over the whole sequence (each step costs more as the text grows).
-        Call model.eval() first so dropout is off. Returns (B, T + max_new_tokens).
-        engine.py produces the same tokens faster, with a KV cache (a rolling one for a sliding model).
+        The reference loop: it recomputes the whole context for every new token. Only the last
+        block_size tokens are shown to the model (a sliding-window model, defined on any length, is
+        never cropped). Call model.eval() first. engine.py gives the same tokens faster (KV cache).
         """
         crop = self.config.attn_pattern != "sliding"
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :] if crop else idx  # (B, <=block_size): what the model sees
+            context = idx[:, -self.config.block_size :] if crop else idx  # (B, <=block_size)
             logits, _ = self(context)  # (B, t, V)
-            next_token = sample_next_token(logits[:, -1, :], temperature, top_k, generator, top_p)  # (B, 1)
+            next_token = sample_next_token(logits[:, -1, :], temperature, top_k, generator, top_p)
             idx = torch.cat((idx, next_token.to(idx.device)), dim=1)  # (B, T+1)
         return idx
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, generator=None, top_p=None):
+    """Pick one token per row of logits (B, V) -> (B, 1). temperature 0: greedy (argmax); else the
+    logits are divided by it (below 1: sharper, above 1: flatter); top_k keeps the k highest
+    (exactly k); top_p (nucleus) keeps the smallest set of likeliest tokens holding at least top_p
+    of the probability. The draw is on the CPU with the given generator: the same seed gives the
+    same text on any device (and avoids torch.multinomial's bug on Apple's MPS)."""
+    logits = logits.float().cpu()  # (B, V)
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    logits = logits / temperature
+    if top_k is not None:
+        values, indices = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # (B, k) each
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, indices, values)  # (B, V)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V) likeliest 1st
+        sorted_probs = F.softmax(sorted_logits, dim=-1)  # (B, V)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V): mass ranked above
+        # a token is needed only while the tokens above it hold less than top_p (the first stays)
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))  # (B, V)
+        logits = torch.empty_like(logits).scatter(-1, order, sorted_logits)  # (B, V), vocab order
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)

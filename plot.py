@@ -10,22 +10,27 @@ plot.py -- look inside a run and a model: loss curves, attention maps, embedding
 Each picture has two halves here: a function that prepares the numbers (loss_curves, attention_maps,
 embedding_pca, position_similarity -- the tests check these against the metrics file and the model) and
 a function that draws them. matplotlib is imported only when drawing, with the Agg backend, so this works
-without a display (on a server, in tests). The loss curves are in loss_plot.py, which needs no torch.
+without a display (on a server, in tests). The loss curves are in babygpt/loss_plot.py.
 """
 
 import math
+import signal
 from pathlib import Path
 
-from babygpt import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
+from babygpt import cli
+# Ctrl-C during the slow imports below (torch: a second or two): "interrupted", not a traceback
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, cli.exit_quietly)
+
 import torch
 from torch.nn import functional as F
 
-from babygpt.attention_patterns import layer_mask
 from babygpt import checkpoint
 from babygpt.cli import Parser, UserError, run
-# the loss curves live in loss_plot.py (no torch there: train.py draws loss.png with it in a child process)
+# the loss curves live in loss_plot.py (train.py draws loss.png with it after each evaluation)
 from babygpt.loss_plot import draw_loss, loss_curves, new_figure, read_metrics, save_png
 from babygpt.tokenizer import TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
+from model import layer_mask
 
 # Characters that are invisible as tick labels get a visible stand-in.
 SHOWN_AS = {"\n": "⏎", " ": "␣", "\t": "⇥"}
@@ -184,9 +189,11 @@ def embedding_pca(weight):
     Returns (coords (N, 2), the fraction of the total variance those 2 directions hold)."""
     centered = weight.float() - weight.float().mean(dim=0)  # (N, C)
     _, singular_values, vh = torch.linalg.svd(centered, full_matrices=False)  # vh: (min(N, C), C)
-    coords = centered @ vh[:2].T  # (N, 2)
+    coords = centered @ vh[:2].T  # (N, 2), or (N, 1) when N or C is 1
+    coords = F.pad(coords, (0, 2 - coords.shape[1]))  # one token, or n_embd 1: all on a line (N, 2)
     variance = singular_values**2
-    return coords, float(variance[:2].sum() / variance.sum())
+    total = float(variance.sum())
+    return coords, float(variance[:2].sum()) / total if total > 0 else 1.0  # one token: no variance at all
 
 
 @torch.no_grad()

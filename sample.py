@@ -4,20 +4,25 @@ sample.py -- generate text from a trained checkpoint.
     python sample.py                                  # from out/ckpt.pt, starting at a newline
     python sample.py --start "ROMEO:" --max_new_tokens 300
     python sample.py --start FILE:prompt.txt --num_samples 3 --temperature 0.8
-    python sample.py --ckpt out/last.pt --temperature 0   # greedy: always the most likely next token
+    python sample.py --ckpt out/last.pt --temperature 0   # greedy: the most likely next token
     python sample.py --start "ROMEO:" --stop "\n\n"     # stop at the end of the speech
     python sample.py --interactive                     # a prompt per line, typed or piped in
 
-Only the samples go to stdout (so `> file.txt` captures just the text); everything else goes to stderr.
+Only the samples go to stdout (so `> file.txt` captures just the text); the rest goes to stderr.
 The checkpoint carries its own vocabulary: the data folder is not needed.
 """
 
 import math
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from babygpt import cli  # noqa: F401 -- first: then a Ctrl-C during the slow imports below exits quietly (cli.py)
+from babygpt import cli
+# Ctrl-C during the slow imports below (torch: a second or two): "interrupted", not a traceback
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, cli.exit_quietly)
+
 import torch
 
 from babygpt import checkpoint
@@ -25,7 +30,8 @@ from babygpt import engine
 from babygpt import guards
 from babygpt.cli import Parser, UserError, add_dataclass_flags, build, run
 from babygpt.runtime import pick_device, use_threads
-from babygpt.tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
+from babygpt.tokenizer import (StreamDecoder, TokenizerUnavailable, UnknownCharacters,
+                               tokenizer_from_meta)
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
 MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0
@@ -34,20 +40,20 @@ MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0
 @dataclass
 class SampleConfig:
     out_dir: str = "out"  # read OUT_DIR/ckpt.pt, the best checkpoint train.py wrote there
-    ckpt: str = ""  # read this checkpoint instead: a file (e.g. out/last.pt) or a run's folder (its ckpt.pt)
+    ckpt: str = ""  # read this checkpoint instead: a file or a run's folder (its ckpt.pt)
     start: str = "\n"  # the prompt; FILE:path reads it from a file; empty means a newline
     num_samples: int = 1  # samples to generate, as one batch
     max_new_tokens: int = 500  # tokens to generate per sample (characters, for the char tokenizer)
     temperature: float = 0.8  # 0: always the most likely token; <1 sharper, >1 more random
     top_k: int = 200  # keep only the k most likely tokens at each step (clamped to the vocabulary)
-    top_p: float = 1.0  # nucleus: keep the fewest most likely tokens whose probabilities add up to >= p (1: all)
-    stop: str = ""  # stop a sample right after this text appears in it; \n means a newline (empty: never)
+    top_p: float = 1.0  # nucleus: the fewest most likely tokens whose probabilities sum to >= p
+    stop: str = ""  # end a sample right after this text; \n is a newline (empty: never)
     seed: int = 1337  # the same seed gives the same samples
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
     unknown: str = "error"  # prompt characters missing from the vocabulary: error, or skip them
-    kv_cache: bool = True  # 1: fast generation with the KV cache (engine.py; a rolling one if sliding); 0: recompute (same text)
-    refill_every: int = 1  # with the cache, re-fill a full window every N tokens: 1 is exact, more is faster
-    interactive: bool = False  # read prompts from stdin, one per line, until end of input (Ctrl-D) or Ctrl-C
+    kv_cache: bool = True  # 1: fast, with the KV cache (engine.py); 0: recompute (the same text)
+    refill_every: int = 1  # re-fill a full cache window every N tokens: 1 is exact, more is faster
+    interactive: bool = False  # read prompts from stdin, one per line, until Ctrl-D or Ctrl-C
     threads: int = 0  # CPU threads. 0: auto, fewer while other programs use cores; N: N
 
     def __post_init__(self):
@@ -55,9 +61,10 @@ class SampleConfig:
             raise ValueError(f"num_samples must be at least 1, got {self.num_samples}")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must not be negative, got {self.max_new_tokens}")
-        # NaN and inf are refused too; and a tiny temperature would overflow logits / temperature to inf
+        # NaN and inf are refused too; a tiny temperature would overflow logits / temperature to inf
         if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature < math.inf):
-            raise ValueError(f"temperature must be 0 (greedy) or a number from {MIN_TEMPERATURE} up, got {self.temperature}")
+            raise ValueError(f"temperature must be 0 (greedy) or a number from {MIN_TEMPERATURE} "
+                             f"up, got {self.temperature}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
@@ -79,17 +86,19 @@ def read_prompt(start):
         return start
     path = Path(start[len("FILE:") :])
     try:
-        return guards.regular_file(path, "prompt file").read_text(encoding="utf-8")  # a FIFO would never end
+        # (a regular file: reading a FIFO would never end)
+        return guards.regular_file(path, "prompt file").read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"prompt file {path} not found") from None
     except UnicodeDecodeError:
         raise UserError(f"prompt file {path} is not UTF-8 text") from None
     except (OSError, ValueError) as e:  # ValueError: a path with a NUL character
-        raise UserError(f"cannot read prompt file {path}: {getattr(e, 'strerror', None) or e}") from None
+        why = getattr(e, "strerror", None) or e
+        raise UserError(f"cannot read prompt file {path}: {why}") from None
 
 
 def encode_prompt(tokenizer, prompt, unknown):
-    """Prompt text -> token ids. An empty prompt (or one emptied by --unknown skip) starts from a newline."""
+    """Prompt text -> token ids. An empty prompt (or one emptied by --unknown skip): a newline."""
     try:
         ids = tokenizer.encode(prompt, unknown=unknown)
     except UnknownCharacters as e:
@@ -112,7 +121,8 @@ def main(argv=None):
         ckpt = checkpoint.load(path)
         model = checkpoint.load_model(ckpt, device, source=path)
     except checkpoint.CheckpointError as e:
-        hint = "" if cfg.ckpt or path.exists() else " (train one with `python train.py`, or pass --ckpt FILE)"
+        hint = " (train one with `python train.py`, or pass --ckpt FILE)"
+        hint = "" if cfg.ckpt or path.exists() else hint
         raise UserError(f"{e}{hint}") from None
     try:
         tokenizer = tokenizer_from_meta(ckpt["meta"])
@@ -123,9 +133,11 @@ def main(argv=None):
           f"{model.num_params():,} parameters, on {device}", file=sys.stderr)
 
     if cfg.refill_every > model.config.block_size:
-        raise UserError(f"refill_every must be at most the model's block_size ({model.config.block_size})")
+        raise UserError(f"refill_every must be at most the model's block_size "
+                        f"({model.config.block_size})")
     if cfg.refill_every > 1 and model.config.attn_pattern == "sliding":
-        raise UserError("refill_every does not apply to a sliding-window model: its rolling cache never re-fills")
+        raise UserError("refill_every does not apply to a sliding-window model: its rolling cache "
+                        "never re-fills")
 
     generator = torch.Generator().manual_seed(cfg.seed)
     if cfg.interactive:
@@ -138,14 +150,15 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
                   threads=None):
     """Generate cfg.num_samples continuations of prompt_ids as one batch and write them to stdout.
 
-    One sample is streamed: each character is printed as soon as it exists. Several are printed together at
-    the end, separated by a line. A sample ends after max_new_tokens, or right after the --stop text.
+    One sample is streamed: each character is printed as soon as it exists. Several are printed
+    together at the end, separated by a line. A sample ends after max_new_tokens, or right after the
+    --stop text.
     """
     idx = torch.tensor([prompt_ids] * cfg.num_samples, dtype=torch.long, device=device)  # (N, T)
     prompt = tokenizer.decode(prompt_ids) if echo_prompt else ""
     texts = [""] * cfg.num_samples  # what each sample has generated so far
-    # one incremental decoder per sample: a BPE token may end inside a multi-byte character, which is held
-    # back until it is complete, so only whole characters are printed or searched for --stop
+    # one incremental decoder per sample: a BPE token may end inside a multi-byte character, which
+    # is held back until it is complete, so only whole characters are printed or searched for --stop
     decoders = [StreamDecoder(tokenizer) for _ in range(cfg.num_samples)]
     done = [False] * cfg.num_samples
     streaming = cfg.num_samples == 1
@@ -162,7 +175,8 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
             notes.append(threads.step())
         for row, token in enumerate(next_token[:, 0].tolist()):
             if done[row]:
-                continue  # a finished sample still rides along in the batch; its new tokens are dropped
+                # a finished sample still rides along in the batch; its new tokens are dropped
+                continue
             before = len(texts[row])
             texts[row] += decoders[row].add(token)
             if cfg.stop:
@@ -175,7 +189,8 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
                 sys.stdout.flush()
         if all(done):
             break
-    for row in range(cfg.num_samples):  # an unfinished character at the very end comes out as U+FFFD
+    # an unfinished character at the very end comes out as U+FFFD
+    for row in range(cfg.num_samples):
         if not done[row]:
             tail = decoders[row].flush()
             texts[row] += tail
@@ -193,11 +208,12 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
 PROMPT = "> "
 
 
-def interact(model, tokenizer, cfg, generator, device, threads=None):
-    """--interactive: a small loop. Read one prompt per line from stdin, write its continuation to stdout,
-    repeat. The "> " marker and messages go to stderr, so stdout holds only generated text. End of input
-    (Ctrl-D, or the end of a piped file) or Ctrl-C at the prompt ends it; Ctrl-C while generating stops that
-    answer only. An empty line prompts with a newline."""
+def interact(model, tokenizer, cfg, generator, device):
+    """--interactive: a small loop. Read one prompt per line from stdin, write its continuation to
+    stdout, repeat. The "> " marker and messages go to stderr, so stdout holds only generated text.
+    End of input (Ctrl-D, or the end of a piped file) or Ctrl-C at the prompt ends it; Ctrl-C while
+    generating stops that answer only. An empty line prompts with a newline."""
+    threads: int = 0  # CPU threads. 0: auto, fewer while other programs use cores; N: N
     print("type a prompt and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
     while True:
         sys.stderr.write(PROMPT)

@@ -1,5 +1,7 @@
 """
-Which query may look at which key: attention patterns as boolean masks (True = allowed).
+Which query may look at which key: attention patterns as boolean masks (True = allowed), for the sparse
+attention lesson (lessons/sparse_attention.py) and its tests. The masks a model applies are built in model.py
+(causal_mask, bigbird_mask, layer_mask); this file counts what they cost.
 
 Full causal attention lets query t look at every key 0..t, so a sequence of T tokens costs T(T+1)/2
 query-key pairs: quadratic in T. Two sparser patterns keep the cost per query constant:
@@ -21,60 +23,14 @@ read the first g tokens" (those tokens themselves can only read what comes befor
 
 The BigBird mask is drawn once for block_size positions; a shorter sequence uses its top-left corner, which is
 the same pattern, because row t never depends on the rows after it.
-
-Every lower triangle in babygpt (the model's, the KV cache's, the attention maps') comes from causal_mask.
 """
 
-import torch
-
-PATTERNS = ("causal", "sliding", "bigbird")  # the values of GPTConfig.attn_pattern
-
-
-def causal_mask(n_queries, n_keys=None, first_query=0, window=None, device=None):
-    """(n_queries, n_keys) bool: query i sits at position first_query + i and may look at keys 0..first_query + i,
-    or with a window only at the last `window` of them (first_query + i - window + 1 .. first_query + i).
-
-    causal_mask(T) is the decoder's (T, T) lower triangle. A KV cache that already holds `start` positions
-    asks for causal_mask(T, start + T, first_query=start): the rows of its T new positions."""
-    n_keys = n_queries if n_keys is None else n_keys
-    queries = torch.arange(first_query, first_query + n_queries, device=device)[:, None]  # (Tq, 1) positions
-    keys = torch.arange(n_keys, device=device)[None, :]  # (1, Tk) positions
-    allowed = keys <= queries  # (Tq, Tk): nothing from the future
-    if window is not None:
-        allowed &= keys > queries - window  # (Tq, Tk): a band of width `window` ending on the diagonal
-    return allowed
+from model import causal_mask
 
 
 def sliding_mask(T, window):
     """(T, T) bool: query t may look at keys t - window + 1 .. t, itself included."""
     return causal_mask(T, window=window)
-
-
-def bigbird_mask(T, window, n_global, n_random, seed=0):
-    """(T, T) bool BigBird pattern, still causal. Row t (a query) has exactly min(t + 1, window + n_global +
-    n_random) True entries when the window and the global tokens do not overlap (see the module docstring)."""
-    cols = torch.arange(T)[None, :]  # (1, T) key positions
-    in_window = sliding_mask(T, window)  # (T, T) the band
-    is_global = (cols < n_global) & causal_mask(T)  # (T, T) the first n_global columns, below the diagonal
-    allowed = in_window | is_global
-    generator = torch.Generator().manual_seed(seed)  # the same seed gives the same links, run after run
-    for t in range(T):
-        candidates = (~allowed[t, : t + 1]).nonzero().flatten()  # earlier keys not linked yet
-        if n_random > 0 and len(candidates) > 0:
-            pick = torch.randperm(len(candidates), generator=generator)[:n_random]
-            allowed[t, candidates[pick]] = True
-    return allowed
-
-
-def pattern_mask(pattern, T, window=8, n_global=2, n_random=2, seed=0):
-    """The (T, T) mask for a GPTConfig.attn_pattern name (window: the sliding or BigBird window)."""
-    if pattern == "causal":
-        return causal_mask(T)
-    if pattern == "sliding":
-        return sliding_mask(T, window)
-    if pattern == "bigbird":
-        return bigbird_mask(T, window, n_global, n_random, seed)
-    raise ValueError(f"unknown attention pattern {pattern!r}: use {', '.join(PATTERNS)}")
 
 
 def count_pairs(mask):
@@ -86,46 +42,3 @@ def receptive_field(n_layer, window):
     """How far back the last layer's output at position t can depend on the input: each layer reaches
     window - 1 positions further back, so L layers reach L * (window - 1) positions behind t, plus t itself."""
     return n_layer * (window - 1) + 1
-
-
-# -- the model's side: GPTConfig's pattern fields, and the mask each attention layer applies
-
-
-def check_pattern_settings(config):
-    """Validate GPTConfig's attention-pattern fields (raises ValueError), and fill in attn_window's default
-    (block_size // 2) for a sliding model."""
-    if config.attn_pattern not in PATTERNS:
-        raise ValueError(f"attn_pattern must be one of {', '.join(PATTERNS)}, got {config.attn_pattern!r}")
-    if config.bigbird_window < 1 or config.bigbird_global < 0 or config.bigbird_random < 0:
-        raise ValueError("bigbird_window must be at least 1, bigbird_global and bigbird_random not negative")
-    if config.attn_pattern != "sliding":
-        return
-    if config.pos_emb != "rope":  # learned positions stop at block_size; a sliding model reads any length
-        raise ValueError(f"attn_pattern 'sliding' needs pos_emb 'rope' (relative positions, so the model runs "
-                         f"past block_size), got pos_emb {config.pos_emb!r}")
-    if config.attn_window == 0:
-        config.attn_window = config.block_size // 2
-    if not 1 <= config.attn_window <= config.block_size:
-        raise ValueError(f"attn_window must be between 1 and block_size ({config.block_size}), got "
-                         f"{config.attn_window} (0 means block_size // 2)")
-
-
-def fixed_pattern(config):
-    """The mask a layer keeps as a buffer: BigBird's links, drawn once for block_size positions; None for the
-    other patterns, whose masks depend only on the length and are built when needed (see layer_mask)."""
-    if config.attn_pattern != "bigbird":
-        return None
-    return bigbird_mask(config.block_size, config.bigbird_window, config.bigbird_global, config.bigbird_random)
-
-
-def layer_mask(attn, n_new, first=0, device=None, explicit=False):
-    """The rows of the queries at positions first..first+n_new-1 of an attention layer's pattern, over the
-    keys 0..first+n_new-1: (n_new, first+n_new) bool. attn is a model.CausalSelfAttention (its .pattern,
-    BigBird's buffer, and its .window, the sliding width, or None). Plain causal attention gives None unless
-    explicit=True: the fused kernel's is_causal applies its lower triangle without building one."""
-    n_keys = first + n_new
-    if attn.pattern is not None:
-        return attn.pattern[first:n_keys, :n_keys]
-    if attn.window is None and not explicit:
-        return None
-    return causal_mask(n_new, n_keys, first_query=first, window=attn.window, device=device)

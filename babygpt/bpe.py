@@ -122,10 +122,14 @@ def ranks_to_base64(ranks):
     return [base64.b64encode(token).decode("ascii") for token in ranks]
 
 
+def rank_file(ranks):
+    """tiktoken's rank-file format, as bytes: one 'base64(token bytes) rank' line per token."""
+    return "".join(f"{token} {rank}\n" for rank, token in enumerate(ranks_to_base64(ranks))).encode("ascii")
+
+
 def save_ranks(ranks, path):
-    """Write tiktoken's rank-file format: one 'base64(token bytes) rank' line per token."""
-    lines = (f"{token} {rank}\n" for rank, token in enumerate(ranks_to_base64(ranks)))
-    Path(path).write_text("".join(lines), encoding="ascii")
+    """Write the rank file of `ranks` to `path`."""
+    Path(path).write_bytes(rank_file(ranks))
 
 
 def ranks_from_base64(strings):

@@ -26,7 +26,7 @@ What train.py writes into --out_dir:
                    bits per character: comparable across tokenizers), lr, eval_seconds (the time the evaluation
                    took: losses, sample, save). Older runs wrote eval_train_loss as
                    train_loss on evaluation lines; plot.py reads both.
-    loss.png       the loss curves so far, redrawn after each evaluation by a child process (loss_plot.py)
+    loss.png       the loss curves so far, redrawn after each evaluation (loss_plot.py)
     .babygpt.lock  the pid of the run writing here (guards.lock_folder): a second run into this folder is refused
 """
 
@@ -42,14 +42,13 @@ import torch
 import torch.distributed as dist
 
 from babygpt import guards
-from babygpt.cli import UserError, float32_problem, type_problem
-from babygpt.guards import WriteError, write_atomically
-from babygpt import loss_plot
-from babygpt.loss_plot import is_record, read_metrics_lines  # the metrics file's reader (it needs no torch)
-from model import GPT, GPTConfig
+from babygpt.cli import UserError, check_preset_agrees, float32_problem, load_preset, type_problem
+from babygpt import optimizer as optimizer_state
 from babygpt import runtime
+from babygpt.guards import WriteError, write_atomically
 from babygpt.runtime import barrier, diverged_message
 from babygpt.tokenizer import same_tokenizer, validate_meta
+from model import GPT, GPTConfig
 
 FORMAT = "babygpt-checkpoint"
 VERSION = 1
@@ -140,32 +139,17 @@ def check_unpacked_size(path):
                               f"(compressed entries; torch.save never writes those); refusing to load it")
 
 
-def expected_weights(model_config, weights, path):
-    """{name: (shape, is floating point)} of the GPT that model_config describes, built on the 'meta' device
-    (shapes only, no memory), after a size check: a hand-edited n_embd of 10**6 must be refused in one line, not
-    found out by a MemoryError or a machine that swaps for an hour."""
+def check_size(model_config, weights, path):
+    """A hand-edited n_embd of 10**6 must be refused in one line, not found out by a MemoryError or a machine
+    that swaps for an hour; and an n_layer of 10**5 before load_model spends minutes building it."""
     try:
         runtime.check_model_fits(GPTConfig(**model_config), batch_size=0, device="cpu")
     except UserError as e:
         raise CheckpointError(f"{path}: model_config {e}") from None
     layers = {name.split(".")[1] for name in weights if name.startswith("blocks.")}
-    if len(layers) != model_config["n_layer"]:  # before building (a hand-edited n_layer of 10**5 takes minutes)
+    if len(layers) != model_config["n_layer"]:
         raise CheckpointError(f"{path}: the weights do not fit model_config (n_layer {model_config['n_layer']}, "
                               f"but the weights have {len(layers)} blocks)")
-    with torch.device("meta"), ShapesOnly():  # (the attention pattern is a buffer that is never saved; bigbird's
-        model = GPT(GPTConfig(**{**model_config, "attn_pattern": "causal"}))  # cannot be drawn on 'meta')
-    return {name: (tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
-
-
-class ShapesOnly(torch.overrides.TorchFunctionMode):
-    """Skips torch.nn.init.normal_ (the tensor keeps its shape). On the 'meta' device normal_ is written in
-    Python and its first call imports torch._dynamo, 2.3 s of sample.py's start on a CPU, to draw no numbers."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.nn.init.normal_:
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **kwargs)
 
 
 def validate_contents(checkpoint, path):
@@ -191,15 +175,14 @@ def validate_contents(checkpoint, path):
     weights = checkpoint["model"]
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in weights.items()):
         raise CheckpointError(f"{path}: model must map parameter names to tensors")
-    expected = expected_weights(model_config, weights, path)
+    check_size(model_config, weights, path)
+    # Names and shapes are load_model's to check (load_state_dict names the first that does not fit). Every
+    # weight of a GPT is floating point, and load_state_dict would silently cast integers into garbage.
     for name, tensor in weights.items():
-        if name in expected and expected[name][1] and not tensor.is_floating_point():  # load_state_dict would
-            raise CheckpointError(f"{path}: weight {name} holds {tensor.dtype} numbers, not floating point "  # cast
-                                  f"(a hand-made or damaged file)")  # them silently into garbage
-        if name in expected and tuple(tensor.shape) != expected[name][0]:
-            raise CheckpointError(f"{path}: the weights do not fit model_config ({name} has shape "
-                                  f"{tuple(tensor.shape)}, model_config says {expected[name][0]})")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{path}: weight {name} holds {tensor.dtype} numbers, not floating point "
+                                  f"(a hand-made or damaged file)")
+        if not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values (a damaged or diverged model)")
 
 
@@ -261,19 +244,25 @@ def restore_rng_state(state, data_generators, device_type, rank=0, first_slot=0)
 # out_dir: checked before training, metrics appended while training, checkpoints saved by one object
 
 
-def load_for_resume(flags, default_out_dir, model_flags):
-    """--resume: OUT_DIR/last.pt, checked. The model's shape cannot change (its weights would not fit). The folder
-    read is the folder written: flags["out_dir"] is set here, so the out_dir stored in the checkpoint (where the
-    run was first started, history) can never send the resumed run's writes into another run's folder."""
-    out_dir = flags.setdefault("out_dir", default_out_dir)
+def load_for_resume(flags, preset, defaults, model_defaults):
+    """--resume: OUT_DIR/last.pt, checked, and the settings the run continues with: the saved run's,
+    then the flags. The model's shape cannot change (its weights would not fit). The folder read is the
+    folder written: flags["out_dir"] is set here, so the out_dir stored in the checkpoint (where the run
+    was first started, history) can never send the resumed run's writes into another run's folder.
+    Returns (the checkpoint, the settings)."""
+    out_dir = flags.setdefault("out_dir", defaults["out_dir"])
     try:
         resumed = load(Path(out_dir) / "last.pt")
     except CheckpointError as e:
         raise UserError(f"cannot resume: {e}") from None
-    for name in model_flags:
+    for name in model_defaults:
         if name in flags and flags[name] != resumed["model_config"].get(name):
             raise UserError(f"--{name} cannot change when resuming (the checkpoint has {resumed['model_config'].get(name)})")
-    return resumed
+    # defaults first: a checkpoint from before a setting existed resumes with that setting's default
+    saved = {**defaults, **resumed["model_config"], **resumed["train_config"]}
+    if preset:  # the first command again, with --resume added: fine if the preset (and its model) agrees
+        check_preset_agrees(preset, {**model_defaults, **load_preset(preset, defaults)}, saved, flags)
+    return resumed, {**saved, **flags, "resume": True}
 
 
 def prepare_out_dir(out_dir, resume, overwrite, machine):
@@ -296,6 +285,22 @@ def prepare_out_dir(out_dir, resume, overwrite, machine):
     barrier(machine.world_size)  # every rank has checked out_dir before rank 0 writes into it
 
 
+def is_record(value):
+    """A metrics line is a JSON object with an integer iter; anything else (a list, a number, a line a person or
+    another program added) is not one of ours."""
+    return isinstance(value, dict) and type(value.get("iter")) is int
+
+
+def read_metrics_lines(path):
+    """The lines of metrics.jsonl, decoded with U+FFFD for bytes that are not UTF-8 (such a line is then simply
+    not valid JSON and is skipped like any other non-record line)."""
+    guards.regular_file(path, "metrics file")
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+
+
 def metrics_up_to(path, iter_num):
     """The records of metrics.jsonl up to iteration iter_num, and how many lines were dropped. A line cut short
     by a crash mid-write, or that is not a record, is dropped."""
@@ -314,10 +319,11 @@ class MetricsLog:
     resumed one drops the lines written after its checkpoint (they belong to the lost tail of the run) -- by
     writing the kept lines to a temporary file and renaming it, never by rewriting the file in place (a full
     disk halfway through would otherwise cut the run's history). Otherwise lines are only ever appended.
-    Every evaluation line also has OUT_DIR/loss.png redrawn from the file, by loss_plot's child process."""
+    Every evaluation line also has OUT_DIR/loss.png redrawn from the file (loss_plot.redraw, in this process)."""
 
     def __init__(self, out_dir, resumed_at, master, vocab_size=None):
         self.path, self.master, self.vocab_size = Path(out_dir) / "metrics.jsonl", master, vocab_size
+        self.plotting = master  # off after the first failure to draw (one warning, then none)
         try:
             if master and resumed_at is not None and os.path.lexists(self.path):
                 kept, dropped = metrics_up_to(self.path, resumed_at)
@@ -337,13 +343,13 @@ class MetricsLog:
             self.file.flush()
         except OSError as e:  # e.g. the disk is full
             raise UserError(f"cannot write {self.path}: {e.strerror}; the checkpoints are kept") from None
-        if self.master and "val_loss" in record:  # an evaluation: the picture follows (it never waits for it)
-            loss_plot.redraw_in_background(self.path.parent, self.vocab_size)
+        if self.plotting and "val_loss" in record:  # an evaluation: the picture follows
+            # (imported here, at the first picture: sample.py, which reads checkpoints, never draws)
+            from babygpt import loss_plot
+            self.plotting = loss_plot.redraw(self.path.parent, self.vocab_size)
 
     def close(self):
-        """The file, and the picture: loss.png shows the whole run when this returns."""
         self.file.close()
-        loss_plot.wait_for_drawing()
 
 
 class Saver:
@@ -371,7 +377,7 @@ class Saver:
                             f"{self.out_dir / 'last.pt'} was trained on; resume with the same --data_dir")
         try:
             self.model.load_state_dict(resumed["model"])
-            self.optimizer.load_state_dict(resumed["optimizer"])
+            optimizer_state.load_state(self.optimizer, resumed["optimizer"])
             restore_rng_state(resumed["rng"], self.data_generators, self.machine.device_type, self.machine.rank,
                               first_slot)
         except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:  # a damaged or hand-edited last.pt
@@ -381,6 +387,11 @@ class Saver:
         print(f"resuming {self.out_dir / 'last.pt'} at iteration {self.last_saved} "
               f"(best val loss {self.best_val_loss:.4f})")
         return resumed["iter_num"]
+
+    def diverged(self, what, iter_num):
+        """The error that stops a run whose loss or weights stopped being finite numbers: one line
+        with the usual cures, and which last.pt is kept."""
+        return UserError(diverged_message(what, iter_num, self.cfg, self.machine.dtype, self.last_saved))
 
     def record(self, val_loss):
         """Note an evaluation's val loss; True if it is the best so far (then ckpt.pt should be saved)."""
@@ -393,8 +404,7 @@ class Saver:
         random states from before this iteration's batch was drawn. Never half a file."""
         rng = gather_rng_state(rng, self.machine.world_size)  # every rank takes part
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            raise UserError(diverged_message("the weights are no longer finite numbers", iter_num, self.cfg,
-                                             self.machine.dtype, self.last_saved))
+            raise self.diverged("the weights are no longer finite numbers", iter_num)
         if not self.machine.master:
             return
         try:

@@ -10,12 +10,12 @@ import argparse
 import dataclasses
 import difflib
 import inspect
+import io
 import math
 import os
 import re
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from babygpt import versions  # noqa: F401 -- first: an unsupported Python or torch is refused in one line
@@ -25,16 +25,12 @@ FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38  # flo
 
 
 def exit_quietly(signum, frame):
-    """Ctrl-C while a script is still importing (torch takes a second or two): no traceback, exit status 130."""
+    """Ctrl-C while a script is still importing (torch takes a second or two): no traceback, exit status 130.
+    Each script installs it in its first lines, when it runs as the program:
+        signal.signal(signal.SIGINT, cli.exit_quietly)
+    and run() hands Ctrl-C back to Python (KeyboardInterrupt) once main() starts."""
     print("interrupted", file=sys.stderr, flush=True)
     os._exit(130)
-
-
-# The scripts import cli before numpy and torch, so this is in place during their slow imports; run() hands
-# Ctrl-C back to Python (KeyboardInterrupt) once main() starts. Only for our scripts run from the command line.
-if (threading.current_thread() is threading.main_thread()
-        and Path(getattr(sys.modules.get("__main__"), "__file__", None) or "/").resolve().parent == PRESET_DIR.parent):
-    signal.signal(signal.SIGINT, exit_quietly)
 
 
 try:
@@ -51,22 +47,100 @@ class UserError(Exception):
 
 
 def run(main, argv=None):
-    """Call main(argv); turn UserError and Ctrl-C into one line and an exit status."""
+    """Call main(argv); turn UserError and Ctrl-C into one line and an exit status. A standard output
+    that is closed (`>&-`) or cannot take more (`> /dev/full`) is one line too, and the exit status 2;
+    what was written to disk before stays."""
     if signal.getsignal(signal.SIGINT) is exit_quietly:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    plug_closed_streams()
+    stdout = sys.stdout
     try:
-        return main(argv)
+        if stdout is None:
+            raise UserError("standard output is closed (>&-); send it to a file or to /dev/null instead")
+        sys.stdout = StandardOutput(stdout)
+        result = main(argv)
+        sys.stdout.flush()  # what is still in the buffer fails here, not in the interpreter's exit
+        return result
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(shown(f"error: {e}"), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # e.g. `python sample.py | head`
         sys.exit(0)
+    except OutputError as e:
+        print(f"error: cannot write to standard output: {e}", file=sys.stderr)
+        sys.exit(2)
     finally:
+        if isinstance(sys.stdout, StandardOutput):
+            sys.stdout = stdout
         from babygpt.guards import release_locks  # (guards imports cli) the run's out_dir and data locks
         release_locks()
+
+
+def plug_closed_streams():
+    """With stderr closed (`2>&-`) Python has no sys.stderr, and print(file=sys.stderr) writes to stdout:
+    the status lines would mix with a script's output. Or descriptor 2 was taken since by a file opened
+    for reading (a launcher script's): writing fails. Either way they go to /dev/null instead."""
+    if sys.stderr is None or not writable(sys.stderr):
+        sys.stderr = open(os.devnull, "w")
+
+
+def writable(stream):
+    try:
+        import fcntl  # POSIX; elsewhere, trust the stream
+        mode = fcntl.fcntl(stream.fileno(), fcntl.F_GETFL) & os.O_ACCMODE
+    except (ImportError, ValueError, AttributeError, io.UnsupportedOperation):  # no descriptor (a test's)
+        return True
+    except OSError:  # EBADF: closed
+        return False
+    return mode in (os.O_WRONLY, os.O_RDWR)
+
+
+def shown(text):
+    """Text that any stream can print: a byte of a file name that is not UTF-8 (which Python hands over as a
+    lone surrogate) is spelled \\xff, as the shell would show it."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+
+
+class OutputError(Exception):
+    """The standard output cannot be written (a full disk, /dev/full, an I/O error)."""
+
+
+class StandardOutput:
+    """sys.stdout while run() runs a script: the same stream, but a failed write is an OutputError, told
+    apart from the OSErrors of the files a script reads and writes. Descriptor 1 then points at
+    /dev/null, so that the interpreter's last flush at exit does not fail (and print) again."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, buffer ...: the stream's own
+        return getattr(self.stream, name)
+
+    def write(self, text):
+        try:
+            return self.failing_safely(self.stream.write, text)
+        except UnicodeEncodeError:  # a file name that is not UTF-8, on a strict stream
+            return self.failing_safely(self.stream.write, shown(text))
+
+    def flush(self):
+        return self.failing_safely(self.stream.flush)
+
+    def failing_safely(self, method, *args):
+        try:
+            return method(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self.stream.fileno())
+                os.close(null)
+            except (OSError, ValueError, AttributeError):
+                pass
+            raise OutputError(e.strerror or str(e)) from None
 
 
 class Parser(argparse.ArgumentParser):
@@ -211,6 +285,28 @@ def check_fields(settings, positive=(), non_negative=(), choices=None, unit_inte
     for name in above_zero:
         if not getattr(settings, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(settings, name)}")
+
+
+MAX_STEPS, MAX_THREADS, MAX_SEED = 10**9, 1024, 2**62  # the lessons' bounds: past them, nothing sensible runs
+
+
+def check_range(flag, value, low, high):
+    """A lesson's number flag: one line unless low <= value <= high (NaN is in no range)."""
+    if value != value:
+        raise UserError(f"--{flag} must be a number, got {value}")
+    if value < low:
+        raise UserError(f"--{flag} must be at least {low}, got {value}")
+    if value > high:
+        raise UserError(f"--{flag} must be at most {high:,}, got {value}")
+
+
+def check_output_file(flag, path):
+    """A figure a script will write: an image name whose folder exists, or the save ends in a traceback."""
+    if Path(path).suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
+        raise UserError(f"--{flag} {path!r}: name a .png, .pdf, .svg or .jpg file")
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UserError(f"--{flag} {path}: the folder {folder} does not exist; create it first")
 
 
 def float32_problem(values):

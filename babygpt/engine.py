@@ -39,7 +39,7 @@ the rotary tables are sliced from a precomputed run (RotaryTable), and the cache
 It still calls the model's own modules, so it follows every model option. docs/experiments.md ("Sliding-window
 attention") has the measurements, and what a hand-written step would and would not buy.
 
-The sampling itself is sampling.sample_next_token, shared with the reference: same logits, same draws.
+The sampling itself is model.sample_next_token, shared with the reference: same logits, same draws.
 
     engine.generate(model, idx, max_new_tokens, temperature, top_k, generator=g)   # == model.generate(...)
     for next_token in engine.stream(model, idx, ...): ...                          # one (B, 1) step at a time
@@ -50,9 +50,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from babygpt.attention_patterns import causal_mask, layer_mask
-from model import rotary_cos_sin
-from babygpt.sampling import sample_next_token
+from model import causal_mask, layer_mask, rotary_cos_sin, sample_next_token
 
 
 class RotaryTable:

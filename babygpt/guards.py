@@ -12,12 +12,18 @@ one line each. Only the standard library: prepare.py stays free of torch.
     FolderLock                     a lock file holding its holder's pid: a second training into a busy out_dir, or
                                    a prepare into a data folder that a training reads, fails with one line naming
                                    the other process
+    lock_data_dir(path, exclusive) the same lock on a data folder: prepare.py alone, trainings shared
+    fresh_folder, remove_folder    prepare.py's staging folder (a new data set is written whole before it is
+                                   swapped in)
     file_checksum(path)            a cheap CRC-32 of a data file, recorded by prepare.py and checked by train.py
+    verify_split(data_dir, split)  train.bin or val.bin checked against meta.json's size and checksum
     available_memory()             bytes this process may still allocate (free RAM, cgroup and ulimit -v limits)
 """
 
 import errno
+import json
 import os
+import shutil
 import stat
 import sys
 import zlib
@@ -129,6 +135,41 @@ def write_atomically(path, write):
     return path
 
 
+def fresh_folder(path):
+    """An empty folder at PATH, whatever was there (a leftover of a killed run, a file in the way). Raises
+    OSError if it cannot be made."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+    path.mkdir()
+    return path
+
+
+def remove_folder(path):
+    """Remove a temporary folder if we can (see discard)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        discard(path)
+
+
+def sync_folder(path):
+    """Flush a folder's renames to the disk (POSIX; elsewhere, and on failure, nothing to do)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # locks: one writer per out_dir, no prepare into a data folder that is being read
 
@@ -192,13 +233,28 @@ def lock_folder(folder_path, exclusive, busy_hint):
             os.close(fd)
         raise UserError(f"{folder_path} is in use by {holders}; {busy_hint}") from None
     _HELD[key] = (fd, exclusive)
-    me = f"pid {os.getpid()} ({' '.join(['python', *sys.argv])[:200]})"
-    note = "\n".join(([] if exclusive else live_holders(fd)) + [me]) + "\n"  # readers share: each one is named
+    note = "\n".join(([] if exclusive else live_holders(fd)) + [holder_line()]) + "\n"  # readers: each named
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, note.encode(), 0)
+        os.pwrite(fd, note.encode("utf-8", errors="backslashreplace")[:1 << 15], 0)
     except OSError:
         pass  # the lock holds even if the note cannot be written
+
+
+def holder_line():
+    """ "pid N (python train.py ...)": the command line of any bytes (a file name that is not UTF-8 comes
+    in as lone surrogates, which plain .encode() refuses), cut to 200 characters, on one line."""
+    command = " ".join(["python", *sys.argv])
+    command = command.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+    command = command.replace("\n", " ").replace("\r", " ")
+    return f"pid {os.getpid()} ({command[:200]})"
+
+
+def lock_data_dir(data_dir, exclusive):
+    """prepare.py holds DATA_DIR's lock alone; a training shares it while it reads the folder."""
+    hint = ("let the training finish (or stop it) before preparing into this folder, or use another --out_dir"
+            if exclusive else "wait for prepare.py to finish")
+    lock_folder(data_dir, exclusive, hint)
 
 
 def unlock_folder(folder_path):
@@ -242,6 +298,29 @@ def file_checksum(path):
                 f.seek(i * step)
                 crc = zlib.crc32(f.read(CHECKSUM_BLOCK), crc)
     return f"crc32:{crc:08x}"
+
+
+def verify_split(data_dir, split):
+    """DATA_DIR/{split}.bin, checked against meta.json before train.py maps it: a regular file of whole uint16
+    tokens, of the size meta.json records, with the checksum it records (prepare.py from before checksums
+    recorded only the token counts). Returns its path."""
+    data_dir = Path(data_dir)
+    path = data_dir / f"{split}.bin"
+    if not os.path.lexists(path):
+        raise UserError(f"{path} not found: run `python prepare.py --out_dir {data_dir}` first")
+    regular_file(path, "data file")
+    meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))  # already validated by read_meta
+    size, again = path.stat().st_size, f"run prepare.py again for {data_dir}"
+    if size % 2:
+        raise UserError(f"{path} has an odd size ({size:,} bytes) but holds 2-byte tokens: it is damaged; {again}")
+    if size != 2 * meta[f"{split}_tokens"]:
+        raise UserError(f"{path} holds {size // 2:,} tokens but meta.json says {meta[f'{split}_tokens']:,} (cut short, "
+                        f"or from another prepare); {again}")
+    entry = meta["files"].get(f"{split}.bin") if isinstance(meta.get("files"), dict) else None
+    recorded = entry.get("checksum") if isinstance(entry, dict) else None
+    if recorded and file_checksum(path) != recorded:
+        raise UserError(f"{path} does not match the checksum in meta.json (changed since prepare.py wrote it); {again}")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,43 +1,23 @@
 """
-loss_plot.py -- a run's loss curves: read OUT_DIR/metrics.jsonl, draw OUT_DIR/loss.png. Without torch.
+loss_plot.py -- a run's loss curves: read OUT_DIR/metrics.jsonl, draw OUT_DIR/loss.png.
 
     python plot.py loss out          # what a person types (plot.py draws its other pictures too)
-    python loss_plot.py out 65       # the same picture from this file alone: out/loss.png, ln(65) marked
 
-Why a module of its own, with no torch in it: train.py redraws loss.png after every evaluation (its metrics log,
-checkpoint.MetricsLog, asks for it), and it does so through a child process running this file (`--serve`: a
-redraw whenever lines arrive on its stdin). The child imports only matplotlib and numpy, once; so the training
-process never holds matplotlib (about 35 MB), never waits for a picture, and a plotting problem (no matplotlib,
-a full disk) can never touch the run: it costs one warning, and plotting stays off for that run. It runs at a
-lower priority than the training it draws, and it starts before train.py imports torch (start_early).
+train.py redraws loss.png after every evaluation (its metrics log, checkpoint.MetricsLog, calls redraw), in its
+own process: matplotlib is imported at the first picture, with the Agg backend (no display needed), and each
+redraw takes a fraction of a second next to an evaluation. A plotting problem (no matplotlib, a full disk) costs
+one warning, and plotting stays off for that run.
 """
 
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from babygpt import cli  # noqa: F401 -- first: a Ctrl-C during the slow imports exits quietly; an unsupported Python is refused
 from babygpt import guards
-from babygpt.cli import UserError, run
-
-
-def is_record(value):
-    """A metrics line is a JSON object with an integer iter; anything else (a list, a number, a line a person or
-    another program added) is not one of ours."""
-    return isinstance(value, dict) and type(value.get("iter")) is int
-
-
-def read_metrics_lines(path):
-    """The lines of metrics.jsonl, decoded with U+FFFD for bytes that are not UTF-8 (such a line is then simply
-    not valid JSON and is skipped like any other non-record line)."""
-    guards.regular_file(path, "metrics file")
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
+from babygpt.checkpoint import is_record, read_metrics_lines  # the metrics file, as train.py writes it
+from babygpt.cli import UserError
 
 
 def new_figure(width, height, layout="constrained"):
@@ -160,136 +140,19 @@ def draw_loss(runs, path, dpi=100):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# train.py's side: one child process per run redraws loss.png whenever asked
+# train.py's side: loss.png redrawn after every evaluation, in the training process
 
 
-_DRAWERS = {}  # out_dir -> its drawing child (`python loss_plot.py --serve`), or None once it failed
-_SPARE = []  # a child started by start_early, not yet told what to draw
-
-
-def start_early(module_name):
-    """Start a drawing child before the run knows what it will draw: train.py calls this (when it runs as the
-    program, on rank 0) before it imports torch, so the child's import of matplotlib (~1 s) runs on the other
-    core while ours of torch (~2.5 s) runs on this one, not beside the first training steps. start_drawing
-    hands it its out_dir; if nothing does (--help, a mistake on the command line), it exits when we do."""
-    if module_name == "__main__" and os.environ.get("RANK", "0") == "0" and not _SPARE:
-        try:
-            _SPARE.append(_spawn())
-        except OSError:
-            pass  # start_drawing will try again, and say why if it fails too
-
-
-def _child_env():
-    """The child runs `-m babygpt.loss_plot` from any folder: the repo's root goes on its import path."""
-    root = str(Path(__file__).resolve().parent.parent)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-
-
-def _spawn():
-    return subprocess.Popen([sys.executable, "-m", "babygpt.loss_plot", "--serve"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
-                            start_new_session=True, env=_child_env())  # its own session: a Ctrl-C meant for training is not for it
-
-
-def start_drawing(out_dir, vocab_size=None):
-    """The run's drawing child, told what to draw (its first line on stdin): the one start_early started, or a
-    new one, which imports matplotlib at once. Never raises; returns the child, or None if plotting is off."""
-    key = str(out_dir)
-    if key not in _DRAWERS:
-        child = None
-        try:
-            child = _SPARE.pop() if _SPARE else _spawn()
-            child.stdin.write(json.dumps([key, vocab_size or 0]) + "\n")  # JSON: any path fits on one line
-            child.stdin.flush()
-            _DRAWERS[key] = child
-        except OSError as e:  # it could not start, or it has already ended (its stderr says why)
-            _give_up(key, child, None if child else f"{type(e).__name__}: {e}")
-    return _DRAWERS[key]
-
-
-def redraw_in_background(out_dir, vocab_size=None):
-    """Ask the run's drawing child to redraw OUT_DIR/loss.png, and return at once: it draws while training goes
-    on. The first call starts the run's child (start_drawing), so it imports matplotlib once.
-    Never raises."""
-    key = str(out_dir)
-    child = start_drawing(out_dir, vocab_size)
-    if child is None:
-        return  # it failed before: plotting is off for this run
+def redraw(out_dir, vocab_size=None):
+    """Draw OUT_DIR/loss.png from OUT_DIR/metrics.jsonl; True if it worked. Never raises: a picture must never
+    stop a run. A failure (no matplotlib, a full disk, a folder in the way) prints one warning and returns
+    False, and train.py (checkpoint.MetricsLog) then draws no more for that run."""
+    out_dir = Path(out_dir)
     try:
-        if child.poll() is None:
-            child.stdin.write("draw\n")  # one line, one redraw
-            child.stdin.flush()
-            return
-    except OSError:  # it has just ended: its stderr says why
-        pass
-    _give_up(key, child)
-
-
-def wait_for_drawing():
-    """What train.py calls before it ends: each child draws what it was asked for, and exits."""
-    for key, child in list(_DRAWERS.items()):
-        if child is not None:
-            try:
-                child.stdin.close()  # no more requests: the child finishes its last picture and exits
-            except OSError:
-                pass
-            if child.wait() != 0:
-                _give_up(key, child)
-            else:
-                child.stderr.close()
-        del _DRAWERS[key]
-
-
-def _give_up(key, child, why=None):
-    """One warning (the child's last line of stderr says why), and no more plotting for this run."""
-    if child is not None:
-        child.wait()
-        lines = child.stderr.read().strip().splitlines()
-        child.stderr.close()
-        why = lines[-1].removeprefix("error: ") if lines else f"exit status {child.returncode}"
-    _DRAWERS[key] = None
-    print(f"warning: could not draw {Path(key) / 'loss.png'} ({why}); plotting is off for this run", file=sys.stderr)
-
-
-def give_way_to_training():
-    """The drawing child runs only when a core is idle (Linux's SCHED_IDLE), elsewhere at a lower priority
-    (nice 10): the picture waits for the training, never the other way round (2 cores: every one counts)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or not allowed
-        if hasattr(os, "nice"):  # (not on Windows)
-            os.nice(10)
-
-
-def main(argv=None):
-    """python loss_plot.py OUT_DIR V draws OUT_DIR/loss.png once (V: the vocabulary size, 0 if unknown).
-    python loss_plot.py --serve is train.py's child: its first line on stdin is ["OUT_DIR", V] (JSON), then it
-    redraws whenever lines arrive, until stdin ends; requests that came in while it was drawing make one redraw,
-    so it never falls behind a fast run."""
-    argv = sys.argv[1:] if argv is None else argv
-
-    def draw(out_dir, vocab_size):
-        out_dir = Path(out_dir)
-        draw_loss([(out_dir.name, loss_curves(read_metrics(out_dir)), vocab_size or None)], out_dir / "loss.png")
-
-    if argv != ["--serve"]:
-        if len(argv) != 2 or not argv[1].isdigit():
-            raise UserError("usage: python loss_plot.py OUT_DIR VOCAB_SIZE (0 if unknown)")
-        return draw(argv[0], int(argv[1]))
-    give_way_to_training()
-    new_figure(1, 1)  # import matplotlib now, before the first request (see start_early)
-    received = b""
-    while b"\n" not in received:
-        chunk = os.read(0, 4096)
-        if not chunk:
-            return  # the run ended before it said what to draw
-        received += chunk
-    first_line, requests = received.split(b"\n", 1)
-    out_dir, vocab_size = json.loads(first_line)
-    while requests or (requests := os.read(0, 4096)):  # whatever requests arrived while it drew: one redraw
-        draw(out_dir, vocab_size)
-        requests = b""
-
-
-if __name__ == "__main__":
-    run(main)
+        draw_loss([(out_dir.name, loss_curves(read_metrics(out_dir)), vocab_size)], out_dir / "loss.png")
+        return True
+    except Exception as e:  # noqa: BLE001 -- any failure: the run goes on without its picture
+        why = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        print(f"warning: could not draw {out_dir / 'loss.png'} ({why}); plotting is off for this run",
+              file=sys.stderr)
+        return False

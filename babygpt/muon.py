@@ -8,12 +8,13 @@ the few large ones. The orthogonalisation is done with a few matrix multiplicati
 to the forward and backward passes.
 
 Muon is meant for hidden matrices only: the token embedding (a lookup table), the LM head and the 1-D gains
-and biases stay with AdamW.
+and biases stay with AdamW (torch.optim.AdamW). Muon itself is ours, a torch.optim.Optimizer: torch has its own
+only from 2.9 on, and babygpt runs on 2.5.
 """
 
 import torch
 
-from babygpt.optimizer import AdamW, Optimizer, weight_decay_groups
+from babygpt.optimizer import weight_decay_groups
 
 
 def orthogonalize(G, steps=5):
@@ -37,14 +38,15 @@ def orthogonalize(G, steps=5):
     return X.reshape(G.shape).type_as(G)
 
 
-class Muon(Optimizer):
-    """SGD with Nesterov momentum, whose update is orthogonalised before it is applied. For 2-D parameters only."""
+class Muon(torch.optim.Optimizer):
+    """SGD with Nesterov momentum, whose update is orthogonalised before it is applied. For 2-D parameters only.
+    torch.optim.Optimizer keeps the groups and the per-parameter state, and saves and loads them."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
     @torch.no_grad()
-    def step(self):
+    def step(self, closure=None):
         for group in self.param_groups:
             by_shape = {}  # same-shaped matrices are orthogonalised together: 1.5x faster on 2 threads
             for p in group["params"]:
@@ -53,9 +55,10 @@ class Muon(Optimizer):
             for params in by_shape.values():
                 looks_ahead = []
                 for p in params:
-                    if p not in self.state:
-                        self.state[p] = {"momentum_buffer": torch.zeros_like(p)}
-                    buf = self.state[p]["momentum_buffer"]
+                    state = self.state[p]  # (a defaultdict: empty before the first step)
+                    if not state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    buf = state["momentum_buffer"]
                     buf.lerp_(p.grad, 1 - group["momentum"])  # running average of the gradient
                     looks_ahead.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov: look one step ahead
                 updates = orthogonalize(torch.stack(looks_ahead))  # (n, rows, cols)
@@ -68,7 +71,7 @@ class Muon(Optimizer):
 
 
 class MuonAndAdamW:
-    """Two optimizers that act as one: step, zero_grad, param_groups, state_dict, load_state_dict.
+    """Two optimizers that act as one: step, zero_grad, param_groups, state, state_dict, load_state_dict.
 
     Each param group carries an "lr_scale": the training loop sets group lr = schedule lr x lr_scale, so one
     schedule (warmup, decay) drives both optimizers with their own peak rates."""
@@ -79,6 +82,10 @@ class MuonAndAdamW:
     @property
     def param_groups(self):
         return self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def state(self):
+        return {**self.muon.state, **self.adamw.state}
 
     def step(self):
         self.muon.step()
@@ -107,5 +114,6 @@ def make_muon_optimizer(model, learning_rate, muon_lr, muon_momentum, weight_dec
     matrices = hidden_matrices(model)
     rest = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in matrices)]
     muon = Muon([{"params": matrices, "lr_scale": muon_lr / learning_rate}], lr=muon_lr, momentum=muon_momentum)
-    adamw = AdamW(weight_decay_groups(rest, weight_decay), lr=learning_rate, betas=betas, fused=fused)
+    groups = weight_decay_groups(rest, weight_decay)
+    adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
     return MuonAndAdamW(muon, adamw)

@@ -100,13 +100,25 @@ def pick_device(name):
 def fast_bf16(device_type):
     """Whether this device multiplies bfloat16 matrices faster than float32: a CUDA GPU that supports it, or an
     x86 CPU with AVX-512 BF16 or AMX instructions (on this repo's 2-core machine: 1.3x per classic step, see
-    docs/experiments.md). Other CPUs emulate bfloat16, which is slower than float32."""
+    docs/experiments.md). Other CPUs emulate bfloat16, which is slower than float32. torch has no public call
+    for the CPU's instructions: Linux lists them in /proc/cpuinfo; elsewhere a CPU stays in float32."""
     if device_type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device_type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
     return False
+
+
+def cpu_flags():
+    """The instruction-set flags of this machine's CPU, from Linux's /proc/cpuinfo (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def pick_dtype(requested, device_type, bf16_supported):

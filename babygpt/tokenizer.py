@@ -13,9 +13,11 @@ Because the tokenizers cut text differently, compare models in bits per characte
 
 import codecs
 import hashlib
+import itertools
 import json
 import math
 import os
+import random
 from pathlib import Path
 
 import tiktoken
@@ -257,18 +259,50 @@ def validate_bpe_meta(meta, source):
         raise ValueError(f"{source}: a byte-level BPE has 256 to 65536 tokens (uint16 ids), got {len(ranks)}")
     if ranks[:256] != [bytes([b]) for b in range(256)]:
         raise ValueError(f"{source}: the first 256 tokens of 'ranks' must be the single bytes 0..255 in order")
-    seen = set(ranks[:256])
-    for rank, token in enumerate(ranks[256:], start=256):
+    longest = max(range(len(ranks)), key=lambda rank: len(ranks[rank]))
+    if len(ranks[longest]) > MAX_TOKEN_BYTES:
+        raise ValueError(f"{source}: a BPE token has at most {MAX_TOKEN_BYTES} bytes, but token {longest} has "
+                         f"{len(ranks[longest]):,}")
+    if sum(map(len, ranks)) > MAX_RANKS_BYTES:
+        raise ValueError(f"{source}: a BPE vocabulary has at most {MAX_RANKS_BYTES:,} bytes in all, but this "
+                         f"one has {sum(map(len, ranks)):,}")
+    check_merges(ranks, source)
+    return meta
+
+
+MAX_TOKEN_BYTES = 1024  # bpe.py's tokens are merges within 256-character pieces: at most 1024 UTF-8 bytes
+MAX_RANKS_BYTES = 4 << 20  # all tokens together (GPT-2's 50,257 take 320,814 bytes, the longest 128)
+HASH_MODULUS = (1 << 61) - 1  # a prime: polynomial hashes of byte strings modulo it rarely collide
+
+
+def check_merges(ranks, source):
+    """Every token after the 256 bytes must be two earlier tokens glued together, in time linear in the
+    bytes of all tokens: trying each cut of a token with slices (token[:cut] in seen) costs its length
+    squared, minutes for one crafted 1 MB token. Instead a rolling hash gives the hash of every prefix and
+    every suffix in one pass; only a cut whose two hashes both belong to earlier tokens is compared byte by
+    byte. The base is random, so no vocabulary can be made to collide on purpose."""
+    base, m = random.randrange(256, HASH_MODULUS), HASH_MODULUS
+    powers = list(itertools.accumulate(range(MAX_TOKEN_BYTES), lambda p, _: p * base % m, initial=1))
+    seen, hashes = set(), set()  # the earlier tokens, and their (length, hash) pairs
+    for rank, token in enumerate(ranks):
+        # prefix[i]: the hash of token[:i]
+        prefix = list(itertools.accumulate(token, lambda h, b: (h * base + b) % m, initial=0))
+        n, whole = len(token), prefix[-1]
         if token in seen:
             raise ValueError(f"{source}: token {rank} repeats an earlier token")
-        if not any(token[:cut] in seen and token[cut:] in seen for cut in range(1, len(token))):
+        if rank >= 256 and not any((cut, prefix[cut]) in hashes
+                                   and (n - cut, (whole - prefix[cut] * powers[n - cut]) % m) in hashes
+                                   and token[:cut] in seen and token[cut:] in seen for cut in range(1, n)):
             raise ValueError(f"{source}: token {rank} is not a merge of two earlier tokens")
         seen.add(token)
-    return meta
+        hashes.add((n, whole))
 
 
 def read_meta(data_dir):
     """Load and validate DATA_DIR/meta.json."""
+    if not os.path.lexists(data_dir):
+        raise FileNotFoundError(f"data folder {data_dir} not found: run `python prepare.py --out_dir "
+                                f"{data_dir}` first (or name another folder with --data_dir)")
     guards.folder(data_dir, "data folder")
     path = Path(data_dir) / "meta.json"
     try:
@@ -276,6 +310,11 @@ def read_meta(data_dir):
     except UserError as e:
         if os.path.lexists(path):
             raise ValueError(str(e)) from None
+        backup = Path(data_dir) / ".prepare-old"
+        if (backup / "meta.json").is_file():  # prepare.py was killed while swapping in a new data set
+            raise FileNotFoundError(f"{path} not found: a prepare.py into {data_dir} was stopped; the previous "
+                                    f"data set is whole in {backup}: run `python prepare.py --out_dir "
+                                    f"{data_dir}` again (it first puts that one back)") from None
         raise FileNotFoundError(f"{path} not found: run `python prepare.py --out_dir {data_dir}` first") from None
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None

@@ -1,7 +1,8 @@
 """
 versions.py -- the Python and torch that babygpt needs. Importing it checks them: an unsupported one gets one
 line naming the fix and exit status 2, before any code meets something an old version lacks (a traceback).
-cli.py (so every script) and model.py (so a notebook's `import model`) import it first.
+cli.py imports it first, so every script checks before it imports torch; model.py does not (`import model`
+never exits: on a torch too old, what it lacks fails when it is used).
 """
 
 import importlib.metadata

@@ -57,7 +57,7 @@ from torch.nn import functional as F
 from babygpt import checkpoint
 from babygpt import runtime
 import train
-from babygpt.cli import Parser, UserError, load_preset, run
+from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_output_file, check_range, load_preset, run
 from model import GPT, Block, GPTConfig
 from babygpt.optimizer import make_optimizer
 from babygpt.tokenizer import read_meta
@@ -410,6 +410,12 @@ def main(argv=None):
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.threads < 0:
         raise UserError(f"--threads must not be negative, got {args.threads}")
+    check_range("steps", args.steps, 1, MAX_STEPS)
+    check_range("threads", args.threads, 0, MAX_THREADS)
+    for seed in args.seed:
+        check_range("seed", seed, 0, MAX_SEED)
+    if args.plot:
+        check_output_file("figure", args.figure)
     if len(set(args.seed)) < len(args.seed):
         raise UserError(f"--seed: each seed once, got {' '.join(map(str, args.seed))}")
     step_ids = parse_only(args.only) if args.only else STEP_IDS

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from babygpt import runtime
-from babygpt.cli import Parser, UserError, run
+from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_range, run
 from model import GPT, Block, GPTConfig, explicit_attention
 from babygpt.optimizer import make_optimizer
 
@@ -182,11 +182,17 @@ def main(argv=None):
         raise UserError(f"--task must be reverse or sort, got {args.task!r}")
     if args.length < 1 or args.iters < 1 or args.batch_size < 1:
         raise UserError("--length, --iters and --batch_size must be at least 1")
+    check_range("length", args.length, 1, 256)
+    check_range("iters", args.iters, 1, MAX_STEPS)
+    check_range("batch_size", args.batch_size, 1, 65536)
+    check_range("seed", args.seed, 0, MAX_SEED)
+    check_range("threads", args.threads, 1, MAX_THREADS)
     runtime.use_threads(args.threads)
     model, acc, seconds = train(args.task, args.length, args.iters, args.batch_size, seed=args.seed)
     src, tgt = make_examples(3, args.length, args.task, torch.Generator().manual_seed(args.seed + 2000))
     for s, g in zip(src, model.eval().generate(src, args.length)):
-        print(f"  {''.join(LETTERS[i] for i in s)} -> {''.join(LETTERS[i] for i in g)}")
+        # an undertrained decoder may emit BOS (not a letter): shown as ^
+        print(f"  {''.join(LETTERS[i] for i in s)} -> {''.join((LETTERS + '^')[i] for i in g)}")
     print(f"{args.task}, {args.length} letters: held-out exact match {acc:.1%} on 1000 strings "
           f"after {args.iters} steps ({seconds[0]:.0f} s wall, {seconds[1]:.0f} s CPU, {torch.get_num_threads()} thread(s))")
 

@@ -29,7 +29,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from babygpt import runtime
-from babygpt.cli import Parser, UserError, add_dataclass_flags, run
+from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, add_dataclass_flags, check_output_file, check_range, run
 from model import GPT, GPTConfig
 from babygpt.optimizer import make_optimizer
 
@@ -494,6 +494,14 @@ def main(argv=None):
     for name in ("block_size", "recall_steps", "lm_block_size", "lm_segments", "lm_steps", "threads"):
         if getattr(cfg, name) < (0 if name.endswith("steps") else 1):
             raise UserError(f"--{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("block_size", "lm_block_size", "lm_segments"):
+        check_range(name, getattr(cfg, name), 1, 4096)
+    check_range("recall_steps", cfg.recall_steps, 0, MAX_STEPS)
+    check_range("lm_steps", cfg.lm_steps, 0, MAX_STEPS)
+    check_range("threads", cfg.threads, 1, MAX_THREADS)
+    check_range("seed", cfg.seed, 0, MAX_SEED)
+    if cfg.part == "figure":
+        check_output_file("figure", cfg.figure)
     runtime.use_threads(cfg.threads)
     if cfg.part == "figure":
         save_reconstruction_figure(cfg.figure)

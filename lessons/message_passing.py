@@ -29,6 +29,7 @@ import torch
 if __package__ in (None, ""):  # run as `python lessons/message_passing.py`: make the repo's modules importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from babygpt.cli import Parser, run  # noqa: E402
 from model import CausalSelfAttention, GPTConfig  # noqa: E402
 
 
@@ -80,8 +81,13 @@ def message_passing_attention(attn, vectors, graph):
     return messages
 
 
+def main(argv=None):
+    Parser(prog="python -m lessons.message_passing", description=__doc__.split("\n")[1]).parse_args(argv)
+    compare()
+
+
 @torch.no_grad()
-def main():
+def compare():
     torch.manual_seed(0)
     config = GPTConfig(n_embd=16, n_head=2, block_size=6)
     attn = CausalSelfAttention(config).eval()
@@ -101,4 +107,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

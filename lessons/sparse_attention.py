@@ -5,8 +5,8 @@ Lesson: sparse attention (BigBird) -- change which tokens may talk, and the cost
     python -m lessons.sparse_attention --iters 0        # only the table and the figure
 
 The GPT itself changes in one place: CausalSelfAttention passes a boolean mask to attention instead of the
-lower triangle (GPTConfig.attn_pattern = "bigbird", or "sliding" for the window alone; the masks are built in
-attention_patterns.py). This lesson
+lower triangle (GPTConfig.attn_pattern = "bigbird", or "sliding" for the window alone; model.py builds the
+masks: causal_mask, bigbird_mask). This lesson
   1. counts the query-key pairs each pattern computes as T grows (full: T(T+1)/2, sliding window: ~T*w,
      BigBird: ~T(w+g+r)),
   2. draws both masks into docs/figures/bigbird_mask.png,
@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 import train
-from babygpt.attention_patterns import bigbird_mask, causal_mask, count_pairs, sliding_mask
 from babygpt import runtime
-from babygpt.cli import Parser, run
+from babygpt.attention_patterns import count_pairs, sliding_mask
+from babygpt.cli import MAX_STEPS, Parser, check_output_file, check_range, run
+from model import bigbird_mask, causal_mask
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "bigbird_mask.png"
 
@@ -81,6 +82,10 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="data/shakespeare_char")
     parser.add_argument("--figure", default=str(FIGURE))
     args = parser.parse_args(argv)
+    for flag, low in (("window", 1), ("n_global", 0), ("n_random", 0)):
+        check_range(flag, getattr(args, flag), low, 4096)  # 4096: the longest sequence of the table
+    check_range("iters", args.iters, 0, MAX_STEPS)
+    check_output_file("figure", args.figure)
     runtime.use_threads(1)  # tiny models: one thread is as fast, and kinder to a shared machine
 
     print(f"query-key pairs, full causal vs a sliding window of {args.window} vs BigBird (that window, "

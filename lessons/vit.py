@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from babygpt import runtime
-from babygpt.cli import Parser, UserError, run
+from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_range, run
 from model import GPT, Block, GPTConfig
 from babygpt.optimizer import make_optimizer
 
@@ -199,6 +199,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.iters < 1 or args.batch_size < 1:
         raise UserError("--iters and --batch_size must be at least 1")
+    check_range("iters", args.iters, 1, MAX_STEPS)
+    check_range("batch_size", args.batch_size, 1, 65536)
+    check_range("learning_rate", args.learning_rate, 1e-12, 10.0)
+    check_range("seed", args.seed, 0, MAX_SEED)
+    check_range("threads", args.threads, 1, MAX_THREADS)
+    check_range("show", args.show, 0, 1000)
     runtime.use_threads(args.threads)
     if args.show:
         save_examples(FIGURE, args.show)

@@ -5,9 +5,9 @@ model's output at t depends on exactly the last L * (W - 1) + 1 inputs."""
 import pytest
 import torch
 
-from babygpt.attention_patterns import bigbird_mask, causal_mask, count_pairs, receptive_field, sliding_mask
+from babygpt.attention_patterns import count_pairs, receptive_field, sliding_mask
 from lessons.sparse_attention import pairs_table
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, bigbird_mask, causal_mask
 
 SMALL = dict(block_size=32, vocab_size=11, n_layer=2, n_head=2, n_embd=24)
 

@@ -44,6 +44,7 @@ def test_every_step_builds_and_learns_on_a_tiny_slice(step_id, slice_dir):
     assert sum(losses[-5:]) / 5 < losses[0] - 0.5  # measured: 0.88 (step 8) to 1.49 lower
 
 
+@pytest.mark.slow
 def test_the_ordering_the_lesson_shows_holds_after_a_short_equal_budget(shakespeare):
     """150 steps each (a few seconds), val on the first 20,000 characters. Measured over seeds 0-3 (val loss):
     bigram 2.89-2.99 (it varies most: its embedding starts at N(0, 1)), one head 2.62-2.63, 4 blocks without
@@ -80,6 +81,7 @@ def test_the_last_steps_are_model_gpt(dropout):
 
 
 @pytest.mark.parametrize("step_id, dropout", [("7", 0.0), (STEP_IDS[-1], 0.1)])
+@pytest.mark.slow
 def test_the_last_steps_train_exactly_as_train_py_does(step_id, dropout, slice_dir, tmp_path):
     """From the same initial weights, the lesson's step 7 (step 8) built by build_step and trained by train_model,
     and `train.py --preset classic [--dropout 0.1] --dtype float32`, end identical: same batches, learning-rate
@@ -185,6 +187,7 @@ def test_only_picks_steps_in_order():
     assert parse_only("7,1,5") == ["1", "5a", "5b", "7"]
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_table(slice_dir, tmp_path, capsys):
     run(main, ["--data_dir", str(slice_dir), "--steps", "3", "--only", "1,8", "--seed", "1", "2", "--threads", "1",
                "--classic", "--plot", "--figure", str(tmp_path / "build_up.png")])

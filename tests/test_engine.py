@@ -9,7 +9,7 @@ from babygpt import engine
 import sample
 from babygpt.cli import run
 from conftest import run_script
-from babygpt.sampling import sample_next_token
+from model import sample_next_token
 
 
 @pytest.fixture(scope="module")

@@ -175,6 +175,7 @@ def test_sample_unknown_prompt_characters_are_named(trained_run, capsys):
     assert "'€'" in err and "'✓'" in err and "--unknown skip" in err
 
 
+@pytest.mark.slow
 def test_sample_unknown_skip_and_empty_prompt_work(trained_run):
     skipped = run_script("sample.py", "--out_dir", trained_run, "--start", "ROMEO€:", "--unknown", "skip", "--max_new_tokens", 5)
     assert skipped.returncode == 0 and skipped.stdout.startswith("ROMEO:")
@@ -209,6 +210,7 @@ def test_sample_torch_file_that_is_not_a_checkpoint(tmp_path, capsys):
     assert "not a babygpt checkpoint" in fails(sample.main, ["--ckpt", tmp_path / "other.pt"], capsys)
 
 
+@pytest.mark.slow
 def test_cli_errors_in_a_real_process(tmp_path):
     result = run_script("train.py", "--no_such_flag")
     assert result.returncode == 2 and result.stderr.startswith("error: unrecognized arguments") and "Traceback" not in result.stderr

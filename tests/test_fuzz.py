@@ -29,7 +29,8 @@ import train
 from babygpt.cli import run
 from conftest import TINY
 from model import GPTConfig
-from babygpt.tokenizer import CharTokenizer, read_meta, tokenizer_from_meta, validate_meta
+from babygpt.bpe import ranks_to_base64
+from babygpt.tokenizer import MAX_TOKEN_BYTES, CharTokenizer, read_meta, tokenizer_from_meta, validate_meta
 
 
 def fuzz(max_examples):
@@ -59,6 +60,7 @@ def run_cli(main, argv, capsys):
 @example(text="", extra="")
 @example(text="a\r\nb\r\n", extra="")
 @example(text="𝕏😀\U0010FFFF", extra="é")
+@pytest.mark.slow
 def test_char_tokenizer_round_trips_any_text_over_its_vocabulary(text, extra):
     tokenizer = CharTokenizer.from_text(text + extra)  # a vocabulary that holds at least the text's characters
     ids = tokenizer.encode(text)
@@ -81,6 +83,7 @@ def test_char_tokenizer_round_trips_any_text_over_its_vocabulary(text, extra):
 @example(data=b"\xff\xfe\x00h\x00i")  # UTF-16 with a byte-order mark: not UTF-8
 @example(data=b"\xed\xa0\x80")  # an encoded lone surrogate: invalid in UTF-8
 @example(data="\ufeffwith a BOM".encode("utf-8"))
+@example(data="\ufeff".encode("utf-8"))  # a BOM alone: empty
 def test_prepare_writes_correct_files_or_fails_in_one_line(data, capsys):
     with tempfile.TemporaryDirectory() as tmp:
         source, out_dir = Path(tmp) / "input.txt", Path(tmp) / "out"
@@ -91,6 +94,7 @@ def test_prepare_writes_correct_files_or_fails_in_one_line(data, capsys):
         except UnicodeDecodeError:
             assert code == 2 and "not UTF-8" in err and not out_dir.exists()
             return
+        text = text.removeprefix("\ufeff")  # a byte-order mark marks the encoding; it is not text
         if not text:
             assert code == 2 and "empty" in err and not out_dir.exists()
             return
@@ -103,6 +107,41 @@ def test_prepare_writes_correct_files_or_fails_in_one_line(data, capsys):
         val_ids = np.fromfile(out_dir / "val.bin", dtype=np.uint16).tolist()
         assert tokenizer.decode(train_ids) + tokenizer.decode(val_ids) == text  # nothing lost, nothing changed
         assert len(train_ids) == meta["train_tokens"] == int(len(text) * prepare.TRAIN_FRACTION)
+
+
+def is_merge_table(ranks):
+    """The definition, tried cut by cut: each token after the 256 bytes is two earlier ones glued."""
+    seen = set(ranks[:256])
+    for token in ranks[256:]:
+        if token in seen or not any(token[:c] in seen and token[c:] in seen for c in range(1, len(token))):
+            return False
+        seen.add(token)
+    return True
+
+
+@fuzz(80)
+@given(tokens=st.lists(st.one_of(st.tuples(st.integers(0, 400), st.integers(0, 400)),  # a merge of two
+                                 st.binary(min_size=0, max_size=40)),  # or any bytes
+                       max_size=60))
+@example(tokens=[(97, 97)] + [(256 + i, 97) for i in range(40)])  # a, aa, aaa, ...: a long valid chain
+@example(tokens=[b"ab" * 600])  # longer than any token bpe.py makes
+def test_a_hand_made_bpe_vocabulary_is_checked_by_the_definition(tokens):
+    """meta.json's (or a checkpoint's) 'ranks', made by hand: accepted exactly when every token is a merge
+    of two earlier ones and no token is longer than MAX_TOKEN_BYTES; otherwise one ValueError line."""
+    ranks = [bytes([b]) for b in range(256)]
+    for token in tokens:
+        if isinstance(token, tuple):
+            token = ranks[token[0] % len(ranks)] + ranks[token[1] % len(ranks)]
+        ranks.append(token)
+    meta = {"tokenizer": "bpe", "pattern": "gpt2", "vocab_size": len(ranks), "ranks": ranks_to_base64(ranks)}
+    fits = max(map(len, ranks)) <= MAX_TOKEN_BYTES
+    try:
+        validate_meta(meta, "meta.json")
+    except ValueError as e:
+        assert not (fits and is_merge_table(ranks)) and str(e).startswith("meta.json: "), e
+        assert "\n" not in str(e)
+    else:
+        assert fits and is_merge_table(ranks)
 
 
 # -- sample.py with random prompts and flag values
@@ -137,6 +176,7 @@ sample_flags = st.tuples(usable_flags, st.one_of(st.none(), bad_flag)).map(
 @example(flags={"seed": 2**64})
 @example(flags={"device": "tpu"})
 @example(flags={"start": "FILE:bad\x00path"})
+@pytest.mark.slow
 def test_sample_never_prints_a_traceback(flags, trained_run, capsys):
     argv = ["--out_dir", trained_run]
     for name, value in flags.items():
@@ -167,6 +207,7 @@ damage = st.one_of(
 @example(damage=("replace", 0, b"PK\x03\x04"))
 @example(damage=("truncate", 0.5, b""))
 @example(damage=("truncate", 0.999, b""))
+@pytest.mark.slow
 def test_sample_with_a_garbage_or_damaged_checkpoint_never_prints_a_traceback(damage, checkpoint_bytes, tmp_path, capsys):
     kind, where, junk_bytes = damage
     position = int(where * (len(checkpoint_bytes) - 1))
@@ -209,6 +250,7 @@ def is_valid(kind, text):
 @example(flag="learning_rate", value="-inf")
 @example(flag="bias", value="maybe")
 @example(flag="seed", value="99999999999999999999999")
+@pytest.mark.slow
 def test_cli_rejects_junk_values_with_a_message_that_names_the_flag(flag, value, tmp_path, capsys):
     if is_valid(field_types()[flag], value) and (flag, value) != ("dropout", "2"):
         value = "not-a-number"  # the property is about junk; a valid value would start training
@@ -286,6 +328,7 @@ config_values = st.one_of(st.integers(-2**70, 2**70), st.integers(0, 5000), st.f
 @example(field="n_layer", value=2.0)  # a float where an int belongs
 @example(field="logit_softcap", value=1e-320)  # 0 in float32
 @example(field="attn_pattern", value="bigbird")  # a valid edit: the same weights, another mask; it samples
+@pytest.mark.slow
 def test_a_hand_edited_checkpoint_config_is_refused_in_one_line_or_samples(field, value, trained_state, tmp_path,
                                                                            capsys):
     state = {**trained_state, "model_config": {**trained_state["model_config"], field: value}}
@@ -306,6 +349,7 @@ FLOAT_FLAGS = sorted(f.name for f in [*dataclasses.fields(GPTConfig), *dataclass
 @given(flag=st.sampled_from(FLOAT_FLAGS),
        value=st.one_of(st.floats(5e-324, 1.1e-38), st.floats(3.5e38, 1.7e308)))
 @example(flag="logit_softcap", value=1e-320)
+@pytest.mark.slow
 def test_a_float_setting_float32_cannot_hold_is_refused_by_name(flag, value, slice_dir, tmp_path, capsys):
     code, _, err = run_cli(train.main, [f"--{flag}={value!r}", "--data_dir", slice_dir, "--out_dir", tmp_path / "o",
                                         *TINY], capsys)
@@ -316,6 +360,7 @@ def test_a_float_setting_float32_cannot_hold_is_refused_by_name(flag, value, sli
 @given(flag=st.sampled_from(["n_embd", "n_layer", "block_size", "batch_size", "threads"]),
        value=st.integers(10**7, 10**15))
 @example(flag="n_embd", value=131072)
+@pytest.mark.slow
 def test_resource_flags_beyond_the_machine_are_refused_before_anything_is_allocated(flag, value, slice_dir, tmp_path,
                                                                                      capsys):
     extra = ["--n_head", 1] if flag == "n_embd" else []
@@ -326,6 +371,7 @@ def test_resource_flags_beyond_the_machine_are_refused_before_anything_is_alloca
 
 @fuzz(20)
 @given(surrogate=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), where=st.integers(0, 57))
+@pytest.mark.slow
 def test_a_vocabulary_with_invalid_unicode_is_refused(surrogate, where, slice_dir, trained_state, capsys):
     work = Path(tempfile.mkdtemp())
     shutil.copytree(slice_dir, work / "data", ignore=shutil.ignore_patterns(".babygpt.lock"))
@@ -370,3 +416,61 @@ def test_metrics_lines_that_are_not_records_are_skipped_and_counted(junk, traine
         assert f"skipped {added} line(s)" in capsys.readouterr().err
     kept, dropped = checkpoint.metrics_up_to(work / "metrics.jsonl", 40)
     assert [json.loads(line) for line in kept.splitlines()] == records and dropped == added
+
+
+# -- the lessons' command lines (issue 29): every flag with the values of the sweep, one line or a run
+
+SWEEP = ["0", "-1", str(10**30), "nan", "inf", "abc", "", "1.5", "bad\udcff"]  # \udcff: the byte 0xff in argv
+
+
+def lesson_cases(tmp_path, data_dir):
+    """(module, quick command line, flags): the quick line keeps a run that a valid value lets through short."""
+    figure = str(tmp_path / "figure.png")
+    return [
+        ("message_passing", [], []),
+        ("sparse_attention", ["--iters", "0", "--figure", figure],
+         ["window", "n_global", "n_random", "iters", "figure", "data_dir"]),
+        ("encoder_decoder", ["--iters", "1", "--batch_size", "2", "--length", "2"],
+         ["task", "length", "iters", "batch_size", "seed", "threads"]),
+        ("vit", ["--iters", "1", "--batch_size", "2"], ["iters", "batch_size", "learning_rate", "seed", "threads", "show"]),
+        ("build_up", ["--steps", "1", "--only", "1", "--data_dir", str(data_dir), "--figure", figure],
+         ["steps", "only", "seed", "dropout", "figure", "data_dir", "threads"]),
+        ("infinite_memory", ["--part", "figure", "--figure", figure],
+         ["part", "block_size", "recall_steps", "train_segments", "eval_segments", "lm_block_size", "lm_segments",
+          "lm_steps", "data_dir", "figure", "threads", "seed"]),
+    ]
+
+
+def run_lesson(name, argv, capsys):
+    import importlib
+    module = importlib.import_module(f"lessons.{name}")
+    threads = torch.get_num_threads()
+    try:
+        return run_cli(module.main, argv, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_lessons_named_cases_are_one_line_errors(slice_dir, tmp_path, capsys):
+    """The cases of issue 29: --threads 0 or negative, a seed past 64 bits, --figure into a missing folder,
+    --help (which message_passing ignored, then ran)."""
+    cases = [("encoder_decoder", ["--threads", "0"]), ("vit", ["--threads", "-2"]),
+             ("encoder_decoder", ["--seed", str(2**64)]), ("vit", ["--seed", str(2**64)]),
+             ("sparse_attention", ["--iters", "0", "--figure", str(tmp_path / "nowhere" / "f.png")]),
+             ("infinite_memory", ["--part", "figure", "--figure", str(tmp_path / "nowhere" / "f.png")]),
+             ("build_up", ["--plot", "--figure", str(tmp_path / "nowhere" / "f.png"), "--data_dir", slice_dir])]
+    for name, argv in cases:
+        code, _, err = run_lesson(name, argv, capsys)
+        assert code == 2 and err.startswith("error: --"), (name, argv, err)
+    code, out, _ = run_lesson("message_passing", ["--help"], capsys)
+    assert code == 0 and out.startswith("usage: python -m lessons.message_passing") and "largest difference" not in out
+
+
+@pytest.mark.slow
+def test_no_lesson_flag_value_of_the_sweep_prints_a_traceback(slice_dir, tmp_path, capsys):
+    for name, quick, flags in lesson_cases(tmp_path, slice_dir):
+        for flag in flags:
+            for value in SWEEP:
+                code, _, err = run_lesson(name, [*quick, f"--{flag}", value], capsys)
+                assert code in (0, 2), (name, flag, value, err)
+        assert run_lesson(name, [*quick, "--no_such_flag", "1"], capsys)[0] == 2

@@ -156,7 +156,7 @@ def old_data(shakespeare_text, tmp_path):
 
 
 def data_files(data_dir):
-    return {p.name: p.read_bytes() for p in data_dir.iterdir() if p.name != ".babygpt.lock"}
+    return {p.name: p.read_bytes() if p.is_file() else "folder" for p in data_dir.iterdir() if p.name != ".babygpt.lock"}
 
 
 def test_prepare_on_a_full_disk_leaves_the_old_data_set_whole(old_data, shakespeare_text, tmp_path):
@@ -181,7 +181,7 @@ def test_kill_9_during_prepare_never_leaves_a_mix_that_trains(old_data, shakespe
 
     def signature():  # cheap enough to look every few microseconds: prepare.py's first write shows up here
         stat = train_bin.stat()
-        return stat.st_size, stat.st_mtime_ns, os.path.exists(data_dir / "train.bin.new.tmp")
+        return stat.st_size, stat.st_mtime_ns, os.path.exists(data_dir / prepare.STAGING)
     unchanged = signature()
     process = start("prepare.py", "--input", tmp_path / "more.txt", "--out_dir", data_dir)
     while signature() == unchanged and process.poll() is None:
@@ -190,7 +190,7 @@ def test_kill_9_during_prepare_never_leaves_a_mix_that_trains(old_data, shakespe
     process.kill()
     process.communicate()
     files = data_files(data_dir)
-    consistent = {k: v for k, v in files.items() if not k.endswith((".new", ".tmp"))}
+    consistent = {k: v for k, v in files.items() if v != "folder"}  # the staging folder, the old set aside
     if "meta.json" not in consistent:
         assert "run `python prepare.py" in fails(train.main, ["--data_dir", data_dir, "--out_dir", tmp_path / "o",
                                                               "--max_iters", 1, *TINY], capsys)
@@ -214,6 +214,7 @@ def test_train_checks_the_sizes_and_checksums_prepare_recorded(old_data, tmp_pat
 # -- 4. one process per out_dir; no prepare into a data folder in use
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_busy_out_dir_or_a_prepare_into_its_data_is_refused_naming_the_other(
         old_data, shakespeare_text, tmp_path, capsys):
     data_dir, before = old_data
@@ -235,6 +236,7 @@ def test_a_second_run_into_a_busy_out_dir_or_a_prepare_into_its_data_is_refused_
     assert first.returncode == 0  # the first run was never disturbed: it saved and stopped normally
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_dead_process_is_stale_and_taken_over(old_data, tmp_path):
     data_dir, _ = old_data
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -273,6 +275,7 @@ def bpe_run(shakespeare_text, tmp_path_factory):
     return out_dir
 
 
+@pytest.mark.slow
 def test_plot_embeddings_and_attention_of_a_bpe_model_label_tokens(bpe_run, tmp_path, capsys):
     run(plot.main, ["embeddings", "--ckpt", str(bpe_run), "--out", str(tmp_path / "e.png")])
     run(plot.main, ["attention", "--ckpt", str(bpe_run), "--text", "ROMEO: But soft, what light",
@@ -285,6 +288,7 @@ def test_plot_embeddings_and_attention_of_a_bpe_model_label_tokens(bpe_run, tmp_
     assert "".join(plot.token_labels(tokenizer, ids)) == "ROMEO:␣But␣soft"  # ... and each is labelled by its text
 
 
+@pytest.mark.slow
 def test_plot_embeddings_of_a_65536_token_vocabulary_labels_a_sample(tmp_path):
     from model import GPT, GPTConfig
     model = GPT(GPTConfig(vocab_size=65536, n_layer=1, n_head=1, n_embd=8, block_size=8))

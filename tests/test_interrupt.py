@@ -83,6 +83,7 @@ def kill_in_the_middle_of_a_write(process, tmp):
         process.send_signal(signal.SIGCONT)
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_kill_9_anywhere_then_resume_ends_bit_identical_to_a_straight_run(straight_run, slice_dir, tmp_path):
     """Ctrl-C saves and exits 0; kill -9 in the middle of a checkpoint write leaves the previous last.pt loadable.
     After both, the resumed run ends bit-identical to the straight one. (Each round is a fresh Python process,
@@ -170,3 +171,14 @@ def test_full_disk_at_save_time_keeps_the_previous_checkpoint(trained_run, tmp_p
     assert not (run_dir / "last.pt.tmp").exists()
     monkeypatch.undo()
     assert checkpoint.load(run_dir / "last.pt")["iter_num"] == 40
+
+
+def test_importing_the_scripts_or_the_package_installs_no_signal_handler():
+    """Quiet Ctrl-C during the imports is one visible line at the top of each script, taken only when the script
+    runs as the program: a notebook or a test that imports it keeps its own Ctrl-C."""
+    script = ("import signal\n"
+              "from babygpt import cli\n"
+              "import train, sample, plot\n"
+              "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr

@@ -46,6 +46,6 @@ def test_a_node_hears_only_the_nodes_pointing_to_it():
 
 
 def test_main_shows_agreement(capsys):
-    main()
+    main([])
     lines = [line for line in capsys.readouterr().out.splitlines() if "largest difference" in line]
     assert len(lines) == 2 and all(float(line.split()[-1]) < 1e-5 for line in lines)

@@ -1,11 +1,13 @@
-"""bench.py peer end to end, against a stand-in for nanoGPT (tests/peer_standin: nanoGPT's command line, output
+"""tools.peer end to end, against a stand-in for nanoGPT (tests/peer_standin: nanoGPT's command line, output
 lines, data preparation and checkpoint format around a bigram model), so the harness cannot rot. The real
 comparison is a documented command (docs/experiments.md), not a test."""
 
 import shutil
 import statistics
 
-from tools import bench
+import pytest
+
+from tools import peer, whole_val
 from conftest import ROOT
 from prepare import prepare
 
@@ -13,6 +15,7 @@ TINY_BABYGPT = ("--n_layer 1 --n_head 2 --n_embd 16 --block_size 16 --batch_size
                 "--threads 1 --max_iters 6 --eval_interval 3 --warmup_iters 2")
 
 
+@pytest.mark.slow
 def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(shakespeare_text, tmp_path):
     data_dir = tmp_path / "data"
     prepare(shakespeare_text[:20_000], data_dir)
@@ -20,7 +23,7 @@ def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(
     standin = tmp_path / "nanogpt"
     shutil.copytree(ROOT / "tests" / "peer_standin", standin)
 
-    result = bench.main(["peer", "--nanogpt", str(standin), "--data_dir", str(data_dir), "--out_dir", str(tmp_path / "out"),
+    result = peer.main(["--nanogpt", str(standin), "--data_dir", str(data_dir), "--out_dir", str(tmp_path / "out"),
                          "--short", "2", "--long", "4", "--repeats", "2", "--target", "100", "--together", "1", "--whole", "2",
                          "--nanogpt_flags", "--max_iters=6 --eval_interval=3 --eval_iters=2 --batch_size=4 --block_size=16",
                          "--babygpt_flags", TINY_BABYGPT])
@@ -54,11 +57,6 @@ def test_the_evaluator_scores_every_token_but_the_first_once():
         seen.append(x.clone())
         return torch.nn.functional.one_hot((x + 1) % 10, 10).float() * 100
 
-    assert bench.whole_split_loss(logits_of, tokens, 16, batch_size=2) < 1e-6
+    assert whole_val.whole_split_loss(logits_of, tokens, 16, batch_size=2) < 1e-6
     assert torch.cat(seen).flatten().tolist() == tokens[:48]
 
-
-def test_levers_times_the_classic_step_with_one_change_at_a_time(slice_dir):
-    times = bench.main(["levers", "--levers", "as train.py,no rng snapshot,torch.optim AdamW,bfloat16 autocast", "--iters", "1",
-                        "--rounds", "1", "--warmup", "1", "--data_dir", str(slice_dir)])
-    assert set(times) == {"as train.py", "no rng snapshot", "torch.optim AdamW", "bfloat16 autocast"} and all(t > 0 for t in times.values())

@@ -1,6 +1,9 @@
-"""Fast training: the modern model options, Muon, the GPU settings logic, torchrun DDP and bench.py."""
+"""Fast training: the modern model options, Muon, the GPU settings logic, torchrun DDP and the speed tools."""
 
+import contextlib
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +13,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tools import bench
+from tools import generation, speed, whole_val
 from babygpt import checkpoint
 from babygpt import runtime
 import train
@@ -120,6 +123,10 @@ def test_cuda_gets_bf16_autocast_compile_and_fused_adamw_and_the_cpu_fused_adamw
     assert runtime.system_settings(auto, "cpu", bf16_supported=True) == {"dtype": "bfloat16", "compile": False, "fused": True}
     assert runtime.system_settings(train.TrainConfig(dtype="float32"), "cpu", True)["dtype"] == "float32"
     assert runtime.fast_bf16("mps") is False
+    # the CPU's bf16 instructions, read from /proc/cpuinfo, agree with what torch's own (private) check says
+    if Path("/proc/cpuinfo").exists():
+        torch_says = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        assert runtime.fast_bf16("cpu") == torch_says
     assert runtime.system_settings(auto, "mps", bf16_supported=False)["fused"] is False
     assert runtime.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
     assert runtime.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True
@@ -148,14 +155,31 @@ def test_a_failing_compiler_falls_back_to_the_eager_model_and_changes_nothing(ca
 # -- torchrun
 
 
+def torchrun(*args):
+    """`torchrun --standalone --nproc_per_node=2 train.py ARGS`; its stdout. Each call is three Pythons that import
+    torch (~10 CPU seconds, under 1 s of it training): on a loaded machine a call takes minutes, so the limit only
+    catches a hang. torchrun runs in a process group of its own, killed whole if the limit passes (or on Ctrl-C):
+    killing torchrun alone, as subprocess.run's timeout does, leaves its two workers training on."""
+    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                str(ROOT / "train.py"), *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=600)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    assert process.returncode == 0, err[-2000:]
+    return out
+
+
+@pytest.mark.slow
 def test_two_processes_with_ddp_equal_one_process_with_twice_the_accumulation(slice_dir, tmp_path):
     common = ["--data_dir", slice_dir, "--max_iters", 3, "--eval_interval", 100, "--eval_iters", 1,
               "--gradient_accumulation_steps", 2, *TINY, "--sample_chars", 0]
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(ROOT / "train.py"), "--out_dir", tmp_path / "ddp", *map(str, common)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("done: 3 iterations") == 1  # only rank 0 talks
+    stdout = torchrun("--out_dir", tmp_path / "ddp", *common)
+    assert stdout.count("done: 3 iterations") == 1  # only rank 0 talks
     train_main("--out_dir", tmp_path / "one", *common)
     ddp, one = checkpoint.load(tmp_path / "ddp" / "last.pt"), checkpoint.load(tmp_path / "one" / "last.pt")
     for name, tensor in one["model"].items():
@@ -163,15 +187,11 @@ def test_two_processes_with_ddp_equal_one_process_with_twice_the_accumulation(sl
     assert len(ddp["rng"]["data"]) == 2 and len(ddp["rng"]["torch"]) == 2  # every rank's streams, for resume
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_is_exact(slice_dir, tmp_path):
     """2 processes: 6 iterations straight == 3, then --resume for 3 more (dropout on, every rank's streams restored)."""
     common = ["--data_dir", slice_dir, "--eval_interval", 3, "--eval_iters", 1, "--gradient_accumulation_steps", 2,
               "--dropout", 0.1, *TINY, "--sample_chars", 0]
-
-    def torchrun(*args):
-        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                                 str(ROOT / "train.py"), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr[-2000:]
 
     torchrun("--out_dir", tmp_path / "straight", "--max_iters", 6, *common)
     torchrun("--out_dir", tmp_path / "halves", "--max_iters", 3, "--lr_decay_iters", 6, *common)
@@ -182,6 +202,7 @@ def test_resume_under_torchrun_is_exact(slice_dir, tmp_path):
         assert torch.equal(tensor, halves["model"][name]), name
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_muon_and_the_modern_options(slice_dir, tmp_path):
     common = ["--data_dir", slice_dir, "--eval_interval", 10, *TINY, "--optimizer", "muon", "--pos_emb", "rope",
               "--norm", "rmsnorm", "--mlp_act", "relu2", "--gradient_accumulation_steps", 2, "--sample_chars", 0]
@@ -193,12 +214,12 @@ def test_resume_is_exact_with_muon_and_the_modern_options(slice_dir, tmp_path):
         assert torch.equal(tensor, halves["model"][name]), name
 
 
-# -- bench.py
+# -- the speed tools (tools/speed.py, tools/generation.py, tools/whole_val.py)
 
 
 def test_bench_time_to_loss_reports_every_preset_and_the_ratio(slice_dir, tmp_path):
     tiny = "n_layer=1,n_head=2,n_embd=16,block_size=16,batch_size=4,max_iters=4,threads=1"
-    result = bench.main(["time-to-loss", "--presets", "classic,cpu", "--target", "10", "--evals", "2",
+    result = speed.main(["time-to-loss", "--presets", "classic,cpu", "--target", "10", "--evals", "2",
                          "--eval_batches", "1", "--data_dir", str(slice_dir), "--set", tiny, "--json", str(tmp_path / "t.json")])
     assert set(result["presets"]) == {"classic", "cpu"}
     for row in result["presets"].values():
@@ -206,14 +227,20 @@ def test_bench_time_to_loss_reports_every_preset_and_the_ratio(slice_dir, tmp_pa
         assert row["seconds_to_target"] == row["curve"][1]["seconds"] > 0  # loss < 10 at the first evaluation
         assert row["tokens_to_target"] == 2 * 4 * 16
     assert result["presets"]["cpu"]["speedup"] > 0
-    throughput = bench.main(["throughput", "--preset", "classic", "--iters", "1", "--rounds", "1", "--warmup", "1",
+    throughput = speed.main(["throughput", "--preset", "classic", "--iters", "1", "--rounds", "1", "--warmup", "1",
                              "--data_dir", str(slice_dir), "--set", tiny, "--json", str(tmp_path / "p.json")])
     assert throughput["tokens_per_s"] > 0 and 0 < throughput["fraction_of_matmul"] < 1.5
 
 
+def test_levers_times_the_classic_step_with_one_change_at_a_time(slice_dir):
+    times = speed.main(["levers", "--levers", "as train.py,no rng snapshot,for-loop AdamW,bfloat16 autocast", "--iters", "1",
+                        "--rounds", "1", "--warmup", "1", "--data_dir", str(slice_dir)])
+    assert set(times) == {"as train.py", "no rng snapshot", "for-loop AdamW", "bfloat16 autocast"} and all(t > 0 for t in times.values())
+
+
 def test_bench_decode_step_is_the_rolling_cache_step_and_times_every_mode():
-    # the step bench.py decode-step compiles must be engine.forward's own (here eager: compiling takes ~30 s)
-    result = bench.main(["decode-step", "--steps", "40", "--rounds", "1", "--compile", "0"])  # 40 > W: the ring wraps
+    # the step tools.generation decode-step compiles must be engine.forward's own (here eager: compiling takes ~30 s)
+    result = generation.main(["decode-step", "--steps", "40", "--rounds", "1", "--compile", "0"])  # 40 > W: the ring wraps
     assert result["max_logit_difference"] < 1e-5
     assert len(result["ms"]) == 2 and all(len(t) == 1 and t[0] > 0 for t in result["ms"].values())
 
@@ -227,5 +254,5 @@ def test_bench_whole_val_scores_a_run_like_the_peer_evaluator(trained_run):
     with torch.no_grad():  # the same mean in one go: non-overlapping windows, every token but the first once
         logits, _ = model(stream[:-1].view(-1, T))
         direct = F.cross_entropy(logits.reshape(-1, logits.size(-1)), stream[1:]).item()
-    score = bench.main(["whole-val", str(trained_run)])[str(trained_run)]
+    score = whole_val.main([str(trained_run)])[str(trained_run)]
     assert score == pytest.approx(direct, rel=1e-5) and score < math.log(model.config.vocab_size)

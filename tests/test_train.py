@@ -84,6 +84,7 @@ def test_sample_cli_prints_only_text(trained_run):
     assert "iteration 40" in result.stderr  # diagnostics go to stderr
 
 
+@pytest.mark.slow
 def test_sample_cli_seed_and_batch(trained_run):
     args = ["--out_dir", trained_run, "--max_new_tokens", 40, "--num_samples", 3, "--seed", 7]
     first, second = run_script("sample.py", *args), run_script("sample.py", *args)

@@ -1,6 +1,7 @@
 """The ViT lesson: cutting an image into patches loses nothing, each patch is the pixels it claims, the
 classifier sees the whole image, and a short run clearly beats chance on held-out digits."""
 
+import pytest
 import torch
 
 from lessons.vit import IMAGE_SIZE, ViT, make_images, patchify, render_glyphs, train, unpatchify
@@ -44,6 +45,7 @@ def test_every_patch_can_change_the_prediction():
         assert not torch.allclose(model(images)[0], model(changed)[0])
 
 
+@pytest.mark.slow
 def test_a_short_run_clearly_beats_chance():
     torch.set_num_threads(1)
     _, acc, _ = train(iters=400, batch_size=64, learning_rate=3e-3, n_layer=1, n_embd=64, n_test=500,

@@ -137,3 +137,54 @@ def test_the_reference_check_catches_a_renamed_function(tmp_path):
         "[`learning_rate_at`](../train.py): learning_rate_at is not defined in ../train.py"]
     moved = "[`while iter_num < cfg.max_iters`](../train.py#L1)"  # a line anchor that points elsewhere
     assert len(broken_references(moved, tmp_path / "docs", tmp_path)) == 1
+
+
+DOCS = [ROOT / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MD_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
+FENCED = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def heading_anchors(markdown):
+    """The #anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to hyphens, -1, -2 for
+    repeats (headings inside code blocks are not headings)."""
+    anchors, seen = set(), {}
+    for line in FENCED.sub("", markdown).splitlines():
+        match = re.match(r"#{1,6} (.*)", line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+            seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def broken_links(markdown, doc_dir):
+    """Relative links of a markdown page that lead nowhere: a missing file, or a #heading the page does not have."""
+    broken = []
+    for target in MD_LINK.findall(FENCED.sub("", markdown)):
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        file = (doc_dir / path).resolve() if path else None
+        if file is not None and not file.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and (file is None or file.suffix == ".md"):
+            page = file.read_text(encoding="utf-8") if file is not None else markdown
+            if anchor not in heading_anchors(page):
+                broken.append(f"{target}: no heading #{anchor}")
+    return broken
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    """README.md and docs/*.md link to each other and to the code: every link's file, and every #heading, is there."""
+    assert len(DOCS) >= 6  # README, data/README, walkthrough, usage, experiments, troubleshooting, log
+    broken = {doc.relative_to(ROOT).as_posix(): broken_links(doc.read_text(encoding="utf-8"), doc.parent)
+              for doc in DOCS}
+    assert {doc: links for doc, links in broken.items() if links} == {}
+
+
+def test_the_link_check_catches_a_missing_page_and_a_renamed_heading(tmp_path):
+    (tmp_path / "a.md").write_text("# Sampling speed\n\n## Tokenizers: char vs BPE\n", encoding="utf-8")
+    page = ("[ok](a.md#sampling-speed) [ok](a.md#tokenizers-char-vs-bpe) [gone](b.md) [renamed](a.md#speed) "
+            "[here](#nothing)\n```\n[in code](ignored.md)\n```\n")
+    assert broken_links(page, tmp_path) == ["b.md: no such file", "a.md#speed: no heading #speed",
+                                            "#nothing: no heading #nothing"]
