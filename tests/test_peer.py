@@ -16,7 +16,9 @@ TINY_BABYGPT = ("--n_layer 1 --n_head 2 --n_embd 16 --block_size 16 --batch_size
 
 
 @pytest.mark.slow
-def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(shakespeare_text, tmp_path):
+def test_peer_runs_both_programs_and_scores_both_checkpoints_with_one_evaluator(shakespeare_text, tmp_path, monkeypatch):
+    # one thread for the stand-in too (babygpt's side has --threads 1): torch's default threads crawl on a busy machine
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data_dir = tmp_path / "data"
     prepare(shakespeare_text[:20_000], data_dir)
     (data_dir / "input.txt").write_text(shakespeare_text[:20_000], encoding="utf-8")
