@@ -23,6 +23,7 @@ import torch
 from babygpt import checkpoint
 from babygpt import engine
 from babygpt import guards
+from babygpt import runtime
 from babygpt.cli import Parser, UserError, add_dataclass_flags, build, run
 from babygpt.runtime import pick_device
 from babygpt.tokenizer import StreamDecoder, TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
@@ -70,13 +71,13 @@ class SampleConfig:
             raise ValueError(f"seed must fit in 64 bits, got {self.seed}")
 
 
-def read_prompt(start):
-    """--start TEXT, or FILE:path for a prompt kept in a file."""
+def read_prompt(start, max_bytes):
+    """--start TEXT, or FILE:path for a prompt kept in a file (its last max_bytes: all the model can read)."""
     if not start.startswith("FILE:"):
         return start
     path = Path(start[len("FILE:") :])
     try:
-        return guards.regular_file(path, "prompt file").read_text(encoding="utf-8")  # a FIFO would never end
+        return guards.read_text_tail(guards.regular_file(path, "prompt file"), max_bytes)  # a FIFO never ends
     except FileNotFoundError:
         raise UserError(f"prompt file {path} not found") from None
     except UnicodeDecodeError:
@@ -87,8 +88,8 @@ def read_prompt(start):
 
 def encode_prompt(tokenizer, prompt, unknown):
     """Prompt text -> token ids. An empty prompt (or one emptied by --unknown skip) starts from a newline."""
-    try:
-        ids = tokenizer.encode(prompt, unknown=unknown)
+    try:  # the default prompt (a newline) is not the user's: a vocabulary without one starts from token 0
+        ids = tokenizer.encode(prompt, unknown="skip" if prompt == "\n" else unknown)
     except UnknownCharacters as e:
         raise UserError(f"the prompt has {e} (use --unknown skip to drop them)") from None
     if not ids:
@@ -113,7 +114,10 @@ def main(argv=None):
         tokenizer = tokenizer_from_meta(ckpt["meta"])
     except TokenizerUnavailable as e:
         raise UserError(str(e)) from None
-    prompt_ids = encode_prompt(tokenizer, read_prompt(cfg.start), cfg.unknown)
+    context = engine.context_length(model.config)  # the prompt's last tokens that the model reads
+    prompt_ids = encode_prompt(tokenizer, read_prompt(cfg.start, (context + 1) * tokenizer.max_token_bytes),
+                               cfg.unknown)[-context:]
+    runtime.check_generation_fits(model.config, cfg.num_samples, cfg.max_new_tokens, device)  # one line if not
     print(f"{path}: iteration {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}, "
           f"{model.num_params():,} parameters, on {device}", file=sys.stderr)
 
@@ -184,6 +188,7 @@ def interact(model, tokenizer, cfg, generator, device):
     repeat. The "> " marker and messages go to stderr, so stdout holds only generated text. End of input
     (Ctrl-D, or the end of a piped file) or Ctrl-C at the prompt ends it; Ctrl-C while generating stops that
     answer only. An empty line prompts with a newline."""
+    guards.standard_input()  # closed (<&-): one line
     print("type a prompt and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
     while True:
         sys.stderr.write(PROMPT)

@@ -284,6 +284,7 @@ def prepare_out_dir(out_dir, resume, overwrite, machine):
     if not resume and not overwrite and any((out_dir / name).exists() for name in ("ckpt.pt", "last.pt")):
         raise UserError(f"{out_dir} already holds checkpoints of an earlier run; use --resume to continue it, "
                         f"--overwrite to start over, or another --out_dir")
+    refuse_earlier_metrics(out_dir, resume, overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test-{machine.rank}"
@@ -294,6 +295,15 @@ def prepare_out_dir(out_dir, resume, overwrite, machine):
     if machine.master:
         guards.lock_folder(out_dir, exclusive=True, busy_hint="wait for that run to end, or use another --out_dir")
     barrier(machine.world_size)  # every rank has checked out_dir before rank 0 writes into it
+
+
+def refuse_earlier_metrics(out_dir, resume, overwrite):
+    """A folder holding only an earlier run's metrics (its checkpoints deleted, or it stopped before saving any):
+    a new run would start metrics.jsonl empty, so it needs --overwrite too. An empty one holds nothing."""
+    path = out_dir / "metrics.jsonl"
+    if not resume and not overwrite and path.is_file() and path.stat().st_size:
+        raise UserError(f"{out_dir} already holds {path.name} of an earlier run; use --overwrite to start over "
+                        f"(it is emptied), or another --out_dir")
 
 
 def metrics_up_to(path, iter_num):
