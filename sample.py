@@ -72,12 +72,13 @@ class SampleConfig:
 
 
 def read_prompt(start, max_bytes):
-    """--start TEXT, or FILE:path for a prompt kept in a file (its last max_bytes: all the model can read)."""
+    """--start TEXT, or FILE:path for a prompt kept in a file (its last max_bytes)."""
     if not start.startswith("FILE:"):
         return start
     path = Path(start[len("FILE:") :])
     try:
-        return guards.read_text_tail(guards.regular_file(path, "prompt file"), max_bytes)  # a FIFO never ends
+        # a regular file (a FIFO would never end), and only the tail that the model reads
+        return guards.read_text_tail(guards.regular_file(path, "prompt file"), max_bytes)
     except FileNotFoundError:
         raise UserError(f"prompt file {path} not found") from None
     except UnicodeDecodeError:
@@ -88,7 +89,8 @@ def read_prompt(start, max_bytes):
 
 def encode_prompt(tokenizer, prompt, unknown):
     """Prompt text -> token ids. An empty prompt (or one emptied by --unknown skip) starts from a newline."""
-    try:  # the default prompt (a newline) is not the user's: a vocabulary without one starts from token 0
+    # the default prompt (a newline) is not the user's: a vocabulary without one starts from token 0
+    try:
         ids = tokenizer.encode(prompt, unknown="skip" if prompt == "\n" else unknown)
     except UnknownCharacters as e:
         raise UserError(f"the prompt has {e} (use --unknown skip to drop them)") from None
@@ -115,9 +117,11 @@ def main(argv=None):
     except TokenizerUnavailable as e:
         raise UserError(str(e)) from None
     context = engine.context_length(model.config)  # the prompt's last tokens that the model reads
-    prompt_ids = encode_prompt(tokenizer, read_prompt(cfg.start, (context + 1) * tokenizer.max_token_bytes),
-                               cfg.unknown)[-context:]
-    runtime.check_generation_fits(model.config, cfg.num_samples, cfg.max_new_tokens, device)  # one line if not
+    prompt_bytes = (context + 1) * tokenizer.max_token_bytes
+    prompt = read_prompt(cfg.start, prompt_bytes)
+    prompt_ids = encode_prompt(tokenizer, prompt, cfg.unknown)[-context:]
+    # one line, before the first tensor, if the samples cannot fit in memory
+    runtime.check_generation_fits(model.config, cfg.num_samples, cfg.max_new_tokens, device)
     print(f"{path}: iteration {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}, "
           f"{model.num_params():,} parameters, on {device}", file=sys.stderr)
 

@@ -88,8 +88,9 @@ class TrainConfig:
                      unit_interval=("beta1", "beta2", "muon_momentum"), above_zero=("learning_rate", "muon_lr"))
         if self.device not in ("auto", "cpu", "mps", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        if "" in (self.data_dir, self.out_dir):  # an unset shell variable, not the working folder
-            raise ValueError(f"{'data_dir' if not self.data_dir else 'out_dir'} is empty; name a folder")
+        for name in ("data_dir", "out_dir"):  # '': an unset shell variable, not the working folder
+            if getattr(self, name) == "":
+                raise ValueError(f"{name} is empty; name a folder")
         if not -2**63 <= self.seed < 2**63 - 1:  # torch's generators take 64-bit seeds (evaluation uses seed + 1)
             raise ValueError(f"seed must fit in a signed 64-bit integer, got {self.seed}")
 
@@ -116,11 +117,13 @@ def resolve_settings(argv):
         resumed = checkpoint.load_for_resume(flags, DEFAULTS["out_dir"], MODEL_FLAGS)  # sets flags["out_dir"]
         # DEFAULTS first: a checkpoint from before a setting existed resumes with that setting's default
         saved = {**DEFAULTS, **resumed["model_config"], **resumed["train_config"]}
-        if preset is not None:  # the first command again, with --resume added: fine if the preset (and its model) agrees
+        # the first command again, with --resume added: fine if the preset (and its model) agrees
+        if preset is not None:
             check_preset_agrees(preset, {**MODEL_DEFAULTS, **load_preset(preset, DEFAULTS)}, saved, flags)
         values = {**saved, **flags, "resume": True}
     else:
-        values = {**DEFAULTS, **load_preset(DEFAULT_PRESET if preset is None else preset, DEFAULTS), **flags}
+        preset = DEFAULT_PRESET if preset is None else preset  # --preset '' is no default
+        values = {**DEFAULTS, **load_preset(preset, DEFAULTS), **flags}
     model_values = {name: values[name] for name in MODEL_FLAGS}
     build(GPTConfig, model_values, "invalid model setting")  # check the flags now, before any file is read
     cfg = build(TrainConfig, {name: values[name] for name in TRAIN_FLAGS}, "invalid setting")
@@ -256,8 +259,8 @@ def main(argv=None):
     model_values, cfg, resumed = resolve_settings(argv)
     machine = runtime.set_up(cfg)
     local_steps = runtime.micro_steps_per_rank(cfg.gradient_accumulation_steps, machine)
-    guards.check_accumulation(local_steps)  # a random stream per micro-batch: one line if they cannot fit
-    guards.outlive_a_closed_pipe(cfg.out_dir)  # `| head -1`: training goes on when the reader is gone
+    guards.check_accumulation(local_steps)  # a random stream per micro-batch: one line if too many
+    guards.outlive_a_closed_pipe(cfg.out_dir)  # `| head -1`: training goes on when the reader goes
 
     # -- the data and its vocabulary
     meta, tokenizer = load_vocabulary(cfg.data_dir)

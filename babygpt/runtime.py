@@ -317,7 +317,7 @@ def check_generation_fits(config, num_samples, max_new_tokens, device):
     """Refuse, before the first tensor, a batch of samples that cannot fit: sample.py's --num_samples 10000000
     would otherwise try to allocate its KV cache (tens of GB) and end in a traceback."""
     on_device, on_host = engine.generation_memory(config, num_samples, max_new_tokens)
-    what = f"{num_samples:,} sample{'s' * (num_samples != 1)} of {max_new_tokens:,} tokens"
+    what = f"{num_samples:,} sample{'s' * (num_samples != 1)} of {max_new_tokens:,} token{'s' * (max_new_tokens != 1)}"
     cure = "use a smaller --num_samples or --max_new_tokens"
     if device.startswith("cuda"):
         available = torch.cuda.mem_get_info(torch.device(device))[0]
