@@ -101,8 +101,9 @@ def check_gpu_index(name):
     is one line here, not a traceback at the first tensor moved there."""
     if name.startswith("cuda:") and int(name[len("cuda:"):]) >= torch.cuda.device_count():
         count = torch.cuda.device_count()
+        names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
         raise UserError(f"--device {name} asked for, but this machine has {count} CUDA GPU{'s' * (count != 1)} "
-                        f"(cuda:0 to cuda:{count - 1}); use one of them or --device cuda")
+                        f"({names}); use one of them or --device cuda")
 
 
 def fast_bf16(device_type):
