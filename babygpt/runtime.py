@@ -161,7 +161,7 @@ def compile_or_fallback(model, x, y, autocast, backend="inductor"):
         with torch.random.fork_rng(devices=devices), autocast:
             compiled(x, y)[1].backward()
     except Exception as e:  # noqa: BLE001 -- any compiler failure means: fall back to eager
-        print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+        print(f"warning: torch.compile failed ({type(e).__name__}: {first_line(e)}); "
               f"training without it", file=sys.stderr)
         compiled = model
     model.zero_grad(set_to_none=True)
@@ -214,7 +214,9 @@ class CompileGuard(torch.nn.Module):
 
 
 def first_line(e):
-    return str(e).splitlines()[0] if str(e) else ""
+    """What went wrong, in one line: torch's compiler errors start "backend='inductor' raised:", the cause next."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines or [""])[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -318,7 +320,8 @@ def check_generation_fits(config, num_samples, max_new_tokens, device):
     """Refuse, before the first tensor, a batch of samples that cannot fit: sample.py's --num_samples 10000000
     would otherwise try to allocate its KV cache (tens of GB) and end in a traceback."""
     on_device, on_host = engine.generation_memory(config, num_samples, max_new_tokens)
-    what = f"{num_samples:,} sample{'s' * (num_samples != 1)} of {max_new_tokens:,} token{'s' * (max_new_tokens != 1)}"
+    what = (f"{num_samples:,} sample{'s' * (num_samples != 1)} of {max_new_tokens:,} "
+            f"token{'s' * (max_new_tokens != 1)}")
     cure = "use a smaller --num_samples or --max_new_tokens"
     if device.startswith("cuda"):
         available = torch.cuda.mem_get_info(torch.device(device))[0]
@@ -369,10 +372,10 @@ class Progress:
 
 
 class StopSignal:
-    """Ctrl-C (SIGINT), SIGTERM (a closing laptop lid, `kill`, a cluster's time limit) or SIGHUP (a closed terminal,
-    a dropped ssh connection) during training only sets
-    a flag; the loop looks at it between two steps, saves last.pt and returns. Why not stop at once? The signal
-    can arrive in the middle of optimizer.step(), with half the weights updated: that state must never be saved.
+    """Ctrl-C (SIGINT), SIGTERM (a closing laptop lid, `kill`, a cluster's time limit) or SIGHUP (a closed
+    terminal, a dropped ssh connection) during training only sets a flag; the loop looks at it between two
+    steps, saves last.pt and returns. Why not stop at once? The signal can arrive in the middle of
+    optimizer.step(), with half the weights updated: that state must never be saved.
     A second signal stops immediately (KeyboardInterrupt): even then the last checkpoint on disk is whole,
     because checkpoint.save writes a temporary file and renames it."""
 
