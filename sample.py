@@ -28,8 +28,8 @@ import torch
 from babygpt import checkpoint
 from babygpt import engine
 from babygpt import guards
+from babygpt import runtime
 from babygpt.cli import Parser, UserError, add_dataclass_flags, build, run
-from babygpt.runtime import pick_device, use_threads
 from babygpt.tokenizer import (StreamDecoder, TokenizerUnavailable, UnknownCharacters,
                                tokenizer_from_meta)
 
@@ -80,14 +80,14 @@ class SampleConfig:
             raise ValueError(f"seed must fit in 64 bits, got {self.seed}")
 
 
-def read_prompt(start):
-    """--start TEXT, or FILE:path for a prompt kept in a file."""
+def read_prompt(start, max_bytes):
+    """--start TEXT, or FILE:path for a prompt kept in a file (its last max_bytes)."""
     if not start.startswith("FILE:"):
         return start
     path = Path(start[len("FILE:") :])
     try:
-        # (a regular file: reading a FIFO would never end)
-        return guards.regular_file(path, "prompt file").read_text(encoding="utf-8")
+        # a regular file (a FIFO would never end), and only the tail that the model reads
+        return guards.read_text_tail(guards.regular_file(path, "prompt file"), max_bytes)
     except FileNotFoundError:
         raise UserError(f"prompt file {path} not found") from None
     except UnicodeDecodeError:
@@ -98,9 +98,10 @@ def read_prompt(start):
 
 
 def encode_prompt(tokenizer, prompt, unknown):
-    """Prompt text -> token ids. An empty prompt (or one emptied by --unknown skip): a newline."""
+    """Prompt text -> token ids. An empty prompt (or one emptied by --unknown skip) starts from a newline."""
+    # the default prompt (a newline) is not the user's: a vocabulary without one starts from token 0
     try:
-        ids = tokenizer.encode(prompt, unknown=unknown)
+        ids = tokenizer.encode(prompt, unknown="skip" if prompt == "\n" else unknown)
     except UnknownCharacters as e:
         raise UserError(f"the prompt has {e} (use --unknown skip to drop them)") from None
     if not ids:
@@ -114,9 +115,9 @@ def main(argv=None):
     cfg = build(SampleConfig, vars(parser.parse_args(argv)), "invalid setting")
 
     path = checkpoint.resolve(cfg.out_dir, cfg.ckpt)
-    device = pick_device(cfg.device)
+    device = runtime.pick_device(cfg.device)
     # the time per generated token tells it when another program takes a core (babygpt/runtime.py)
-    threads = use_threads(cfg.threads, adapt=device == "cpu")
+    threads = runtime.use_threads(cfg.threads, adapt=device == "cpu")
     try:
         ckpt = checkpoint.load(path)
         model = checkpoint.load_model(ckpt, device, source=path)
@@ -128,7 +129,12 @@ def main(argv=None):
         tokenizer = tokenizer_from_meta(ckpt["meta"])
     except TokenizerUnavailable as e:
         raise UserError(str(e)) from None
-    prompt_ids = encode_prompt(tokenizer, read_prompt(cfg.start), cfg.unknown)
+    context = engine.context_length(model.config)  # the prompt's last tokens that the model reads
+    prompt_bytes = (context + 1) * tokenizer.max_token_bytes
+    prompt = read_prompt(cfg.start, prompt_bytes)
+    prompt_ids = encode_prompt(tokenizer, prompt, cfg.unknown)[-context:]
+    # one line, before the first tensor, if the samples cannot fit in memory
+    runtime.check_generation_fits(model.config, cfg.num_samples, cfg.max_new_tokens, device)
     print(f"{path}: iteration {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}, "
           f"{model.num_params():,} parameters, on {device}", file=sys.stderr)
 
@@ -208,12 +214,12 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
 PROMPT = "> "
 
 
-def interact(model, tokenizer, cfg, generator, device):
-    """--interactive: a small loop. Read one prompt per line from stdin, write its continuation to
-    stdout, repeat. The "> " marker and messages go to stderr, so stdout holds only generated text.
-    End of input (Ctrl-D, or the end of a piped file) or Ctrl-C at the prompt ends it; Ctrl-C while
-    generating stops that answer only. An empty line prompts with a newline."""
-    threads: int = 0  # CPU threads. 0: auto, fewer while other programs use cores; N: N
+def interact(model, tokenizer, cfg, generator, device, threads=None):
+    """--interactive: a small loop. Read one prompt per line from stdin, write its continuation to stdout,
+    repeat. The "> " marker and messages go to stderr, so stdout holds only generated text. End of input
+    (Ctrl-D, or the end of a piped file) or Ctrl-C at the prompt ends it; Ctrl-C while generating stops that
+    answer only. An empty line prompts with a newline."""
+    guards.standard_input()  # closed (<&-): one line
     print("type a prompt and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
     while True:
         sys.stderr.write(PROMPT)

@@ -88,6 +88,9 @@ class TrainConfig:
             above_zero=("learning_rate", "muon_lr"))
         if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        for name in ("data_dir", "out_dir"):  # '': an unset shell variable, not the working folder
+            if getattr(self, name) == "":
+                raise ValueError(f"{name} is empty; name a folder")
         if not -2**63 <= self.seed < 2**63 - 1:  # 64-bit seeds for torch (evaluation: seed + 1)
             raise ValueError(f"seed must fit in a signed 64-bit integer, got {self.seed}")
 
@@ -111,7 +114,8 @@ def resolve_settings(argv):
     if flags.get("resume", False):  # the saved run's settings < flags (checkpoint.py)
         resumed, values = checkpoint.load_for_resume(flags, preset, DEFAULTS, MODEL_DEFAULTS)
     else:
-        values = {**DEFAULTS, **load_preset(preset or DEFAULT_PRESET, DEFAULTS), **flags}
+        preset = DEFAULT_PRESET if preset is None else preset  # --preset '' is no default
+        values = {**DEFAULTS, **load_preset(preset, DEFAULTS), **flags}
     model_values = {name: values[name] for name in MODEL_FLAGS}
     build(GPTConfig, model_values, "invalid model setting")  # checked now, before any file is read
     cfg = build(TrainConfig, {name: values[name] for name in TRAIN_FLAGS}, "invalid setting")
@@ -243,6 +247,8 @@ def main(argv=None):
     model_values, cfg, resumed = resolve_settings(argv)
     machine = runtime.set_up(cfg)
     local_steps = runtime.micro_steps_per_rank(cfg.gradient_accumulation_steps, machine)
+    guards.check_accumulation(local_steps)  # a random stream per micro-batch: one line if too many
+    guards.outlive_a_closed_pipe(cfg.out_dir)  # `| head -1`: training goes on when the reader goes
 
     # -- the data and its vocabulary
     meta, tokenizer = load_vocabulary(cfg.data_dir)

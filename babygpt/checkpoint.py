@@ -260,7 +260,7 @@ def load_for_resume(flags, preset, defaults, model_defaults):
             raise UserError(f"--{name} cannot change when resuming (the checkpoint has {resumed['model_config'].get(name)})")
     # defaults first: a checkpoint from before a setting existed resumes with that setting's default
     saved = {**defaults, **resumed["model_config"], **resumed["train_config"]}
-    if preset:  # the first command again, with --resume added: fine if the preset (and its model) agrees
+    if preset is not None:  # the first command again, with --resume added: fine if the preset (and its model) agrees
         check_preset_agrees(preset, {**model_defaults, **load_preset(preset, defaults)}, saved, flags)
     return resumed, {**saved, **flags, "resume": True}
 
@@ -273,6 +273,7 @@ def prepare_out_dir(out_dir, resume, overwrite, machine):
     if not resume and not overwrite and any((out_dir / name).exists() for name in ("ckpt.pt", "last.pt")):
         raise UserError(f"{out_dir} already holds checkpoints of an earlier run; use --resume to continue it, "
                         f"--overwrite to start over, or another --out_dir")
+    refuse_earlier_metrics(out_dir, resume, overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test-{machine.rank}"
@@ -299,6 +300,15 @@ def read_metrics_lines(path):
         return path.read_bytes().decode("utf-8", errors="replace").splitlines()
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror}") from None
+
+
+def refuse_earlier_metrics(out_dir, resume, overwrite):
+    """A folder holding only an earlier run's metrics (its checkpoints deleted, or it stopped before saving any):
+    a new run would start metrics.jsonl empty, so it needs --overwrite too. An empty one holds nothing."""
+    path = out_dir / "metrics.jsonl"
+    if not resume and not overwrite and path.is_file() and path.stat().st_size:
+        raise UserError(f"{out_dir} already holds {path.name} of an earlier run; use --overwrite to start over "
+                        f"(it is emptied), or another --out_dir")
 
 
 def metrics_up_to(path, iter_num):

@@ -234,7 +234,8 @@ def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=No
         yield next_token
         if step == max_new_tokens - 1:
             break  # no logits needed after the last token
-        idx = torch.cat((idx, next_token), dim=1)  # (B, T+1)
+        # only the last block_size tokens are ever read again: a long generation keeps no growing copy
+        idx = torch.cat((idx[:, max(0, idx.size(1) - block_size + 1) :], next_token), dim=1)  # (B, <=block_size)
         if cache.length < block_size:
             logits = forward(model, next_token, cache)  # (B, V): one new position, the cache grows by one
         else:
@@ -255,6 +256,29 @@ def stream_rolling(model, idx, max_new_tokens, cache, temperature, top_k, genera
         yield next_token
         if step < max_new_tokens - 1:  # no logits needed after the last token
             logits = forward(model, next_token, cache)  # (B, V): one new position, the ring turns by one
+
+
+def context_length(config):
+    """How many of a prompt's last tokens the next token can depend on: the block_size window stream() crops to,
+    or for a sliding-window model (never cropped) what n_layer windows of W tokens reach back, one after another.
+    A prompt is read (sample.py) and encoded no further back than this."""
+    if config.attn_pattern == "sliding":
+        return config.n_layer * (config.attn_window - 1) + 1
+    return config.block_size
+
+
+def generation_memory(config, num_samples, max_new_tokens):
+    """A generous estimate, in bytes, of what stream() needs for a batch of num_samples, as (on the model's
+    device, in the process's own memory): the KV cache, the widest forward (a block_size prefill: its activations,
+    its attention scores), the logits with what sampling sorts of them, the kept tokens; and sample.py's texts
+    (about 8 bytes a token: a BPE token's few characters, twice while they are joined for printing)."""
+    B, L, C, T, V = num_samples, config.n_layer, config.n_embd, config.block_size, config.vocab_size
+    S = config.attn_window if config.attn_pattern == "sliding" else T  # positions a cache holds
+    cache = 2 * L * B * S * C * 4
+    prefill = B * T * 16 * C * 4 + B * config.n_head * T * (T + S) * 4
+    sampling = B * V * 6 * 4 + B * (T + 1) * 8 * 2
+    texts = B * (max_new_tokens * 8 * 2 + 1024)  # + a decoder and a few list entries per sample
+    return cache + prefill + sampling, texts
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None,

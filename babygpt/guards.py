@@ -29,7 +29,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from babygpt.cli import UserError
+from babygpt.cli import StandardOutput, UserError
 
 try:
     import fcntl  # POSIX; on Windows there is no lock (a second run there is the user's business)
@@ -371,3 +371,66 @@ def check_memory(needed, what, cure):
     if available is not None and needed > available:
         raise UserError(f"{what} needs about {gigabytes(needed)} of memory but only {gigabytes(available)} is "
                         f"available; {cure}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sizes that scale memory or time, and the standard streams
+
+
+GENERATOR_BYTES = 4 << 10  # one torch.Generator: a Mersenne Twister's 2.5 KB state and its object (2.7 KB measured)
+
+
+def check_accumulation(micro_steps):
+    """train.py keeps one random stream (a torch.Generator) per micro-batch of a step, so that a resumed run draws
+    the same batches: a billion accumulation steps would need terabytes before the first step."""
+    check_memory(micro_steps * GENERATOR_BYTES, f"gradient_accumulation_steps {micro_steps:,} (a random stream "
+                 f"per micro-batch)", "use fewer --gradient_accumulation_steps and a larger --batch_size")
+
+
+def read_text_tail(path, n_bytes):
+    """The last n_bytes of a UTF-8 text file, decoded; a character cut in two at the start is dropped. A prompt
+    file of 50 MB costs what its tail costs (only the last block_size tokens of a prompt are read by the model).
+    Newlines as read_text gives them (\r\n and \r become \n); raises OSError or UnicodeDecodeError as it would."""
+    with open(path, "rb") as f:
+        start = max(0, f.seek(0, os.SEEK_END) - n_bytes)
+        f.seek(start)
+        data = f.read(n_bytes)
+    if start:
+        cut = 0
+        while cut < min(3, len(data)) and data[cut] & 0xC0 == 0x80:  # 10xxxxxx: inside a character
+            cut += 1
+        data = data[cut:]
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def standard_input():
+    """sys.stdin, or one line when it is closed (`<&-`: Python then has no sys.stdin)."""
+    if sys.stdin is None:
+        raise UserError("standard input is closed (<&-); type the prompts in a terminal or pipe them in")
+    return sys.stdin
+
+
+def outlive_a_closed_pipe(out_dir):
+    """`python train.py | head -1`: when the reader of standard output goes away, a training keeps training
+    (and saving), with one line on stderr, instead of stopping at its next print. Under cli.run only (which
+    puts the stream back when main returns); a full disk or a closed descriptor stays an error."""
+    if type(sys.stdout) is StandardOutput:
+        sys.stdout = PipeTolerantOutput(sys.stdout.stream, Path(out_dir) / "metrics.jsonl")
+
+
+class PipeTolerantOutput(StandardOutput):
+    """Standard output whose closed pipe (EPIPE) sends the rest to /dev/null, said once on stderr."""
+
+    def __init__(self, stream, metrics_path):
+        super().__init__(stream)
+        self.metrics_path = metrics_path
+
+    def failing_safely(self, method, *args):
+        try:
+            return super().failing_safely(method, *args)
+        except BrokenPipeError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.stream.fileno())
+            os.close(null)
+            print(f"standard output closed: training goes on, see {self.metrics_path}", file=sys.stderr, flush=True)
+            return super().failing_safely(method, *args)

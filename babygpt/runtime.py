@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from babygpt import engine
 from babygpt import guards
 from babygpt.cli import UserError
 
@@ -92,9 +93,20 @@ def pick_device(name):
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for, but this torch sees no CUDA GPU (use --device cpu or auto)")
+    check_gpu_index(name)
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps asked for, but MPS is not available here (use --device cpu or auto)")
     return name
+
+
+def check_gpu_index(name):
+    """cuda:N names one of the GPUs this process sees (CUDA_VISIBLE_DEVICES counts): cuda:7 on a one-GPU machine
+    is one line here, not a traceback at the first tensor moved there."""
+    if name.startswith("cuda:") and int(name[len("cuda:"):]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise UserError(f"--device {name} asked for, but this machine has {count} CUDA GPU{'s' * (count != 1)} "
+                        f"({names}); use one of them or --device cuda")
 
 
 def fast_bf16(device_type):
@@ -150,7 +162,8 @@ def maybe_compile(model, example_batch, machine):
     if not machine.compile:
         return model
     x, y = (t.to(machine.device) for t in example_batch)
-    return compile_or_fallback(model, x, y, machine.autocast())
+    compiled = compile_or_fallback(model, x, y, machine.autocast())
+    return model if compiled is model else CompileGuard(model, compiled, trial_backward=machine.world_size == 1)
 
 
 def compile_or_fallback(model, x, y, autocast, backend="inductor"):
@@ -163,11 +176,62 @@ def compile_or_fallback(model, x, y, autocast, backend="inductor"):
         with torch.random.fork_rng(devices=devices), autocast:
             compiled(x, y)[1].backward()
     except Exception as e:  # noqa: BLE001 -- any compiler failure means: fall back to eager
-        print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+        print(f"warning: torch.compile failed ({type(e).__name__}: {first_line(e)}); "
               f"training without it", file=sys.stderr)
         compiled = model
     model.zero_grad(set_to_none=True)
     return compiled
+
+
+class CompileGuard(torch.nn.Module):
+    """The compiled model, and the eager one to fall back on. torch.compile compiles again for every new kind of
+    call (the training batch, the evaluation under no_grad; its backward lazily, at the first backward), long
+    after compile_or_fallback's trial; any of those compiles can fail (a compile cache left half-written by a
+    killed run, a compiler bug for one shape). So each new kind of call is first tried here -- its forward and,
+    when gradients are on, its backward, with forked random streams and the gradients so far put aside -- and a
+    failure, then or later, is one line and the run goes on uncompiled. Under torchrun the backward is not tried
+    (DDP's gradient hooks would fire): a failure there stays a traceback."""
+
+    def __init__(self, model, compiled, trial_backward=True):
+        super().__init__()
+        self.model, self.compiled, self.trial_backward = model, compiled, trial_backward
+        self.tried, self.failed = set(), False
+
+    def forward(self, *inputs):
+        if not self.failed:
+            kind = (tuple(tuple(t.shape) for t in inputs if t is not None), torch.is_grad_enabled(),
+                    self.model.training)
+            try:
+                if kind not in self.tried:
+                    self.try_compiled(inputs)
+                    self.tried.add(kind)
+                return self.compiled(*inputs)
+            except torch.OutOfMemoryError:
+                raise  # not the compiler's fault: the eager model would run out of memory too
+            except Exception as e:  # noqa: BLE001 -- any compiler failure means: go on eager
+                self.failed = True
+                print(f"warning: torch.compile failed ({type(e).__name__}: {first_line(e)}); going on without it",
+                      file=sys.stderr)
+        return self.model(*inputs)
+
+    def try_compiled(self, inputs):
+        devices = [t.device for t in inputs if t is not None and t.device.type == "cuda"][:1]
+        backward = self.trial_backward and torch.is_grad_enabled()
+        grads = [p.grad for p in self.model.parameters()]  # the micro-batches' gradients so far, put aside
+        try:
+            with torch.random.fork_rng(devices=devices):
+                loss = self.compiled(*inputs)[1]
+                if backward and loss is not None:
+                    loss.backward()
+        finally:
+            for p, grad in zip(self.model.parameters(), grads):
+                p.grad = grad
+
+
+def first_line(e):
+    """What went wrong, in one line: torch's compiler errors start "backend='inductor' raised:", the cause next."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines or [""])[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -265,6 +329,22 @@ def check_model_fits(config, batch_size, device):
         return
     what = f"{params:,} parameters" + (f" with batch_size {batch_size}" if batch_size else "")
     guards.check_memory(needed, what, "use a smaller --n_embd, --n_layer, --block_size or --batch_size")
+
+
+def check_generation_fits(config, num_samples, max_new_tokens, device):
+    """Refuse, before the first tensor, a batch of samples that cannot fit: sample.py's --num_samples 10000000
+    would otherwise try to allocate its KV cache (tens of GB) and end in a traceback."""
+    on_device, on_host = engine.generation_memory(config, num_samples, max_new_tokens)
+    what = (f"{num_samples:,} sample{'s' * (num_samples != 1)} of {max_new_tokens:,} "
+            f"token{'s' * (max_new_tokens != 1)}")
+    cure = "use a smaller --num_samples or --max_new_tokens"
+    if device.startswith("cuda"):
+        available = torch.cuda.mem_get_info(torch.device(device))[0]
+        if on_device > available:
+            raise UserError(f"{what} need about {guards.gigabytes(on_device)} but {device} has "
+                            f"{guards.gigabytes(available)} free; {cure}")
+        on_device = 0
+    guards.check_memory(on_device + on_host, what, cure)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -448,9 +528,10 @@ class Progress:
 
 
 class StopSignal:
-    """Ctrl-C (SIGINT) or SIGTERM (a closing laptop lid, `kill`, a cluster's time limit) during training only sets
-    a flag; the loop looks at it between two steps, saves last.pt and returns. Why not stop at once? The signal
-    can arrive in the middle of optimizer.step(), with half the weights updated: that state must never be saved.
+    """Ctrl-C (SIGINT), SIGTERM (a closing laptop lid, `kill`, a cluster's time limit) or SIGHUP (a closed
+    terminal, a dropped ssh connection) during training only sets a flag; the loop looks at it between two
+    steps, saves last.pt and returns. Why not stop at once? The signal can arrive in the middle of
+    optimizer.step(), with half the weights updated: that state must never be saved.
     A second signal stops immediately (KeyboardInterrupt): even then the last checkpoint on disk is whole,
     because checkpoint.save writes a temporary file and renames it."""
 
@@ -460,7 +541,7 @@ class StopSignal:
 
     def listen(self):
         if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
                 self.previous[sig] = signal.signal(sig, self.handle)
         return self
 

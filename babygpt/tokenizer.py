@@ -42,6 +42,7 @@ class CharTokenizer:
     """One integer per character: the i-th character of the vocabulary is token i."""
 
     kind = "char"
+    max_token_bytes = 4  # a character: at most 4 bytes of UTF-8
 
     def __init__(self, vocab):
         self.vocab = list(vocab)  # index -> character
@@ -80,6 +81,8 @@ class TokenizerUnavailable(Exception):
 class TiktokenTokenizer:
     """A byte-level BPE run by tiktoken (its fast Rust core): text -> UTF-8 bytes -> tokens. Every string can
     be encoded (any byte is a token), so there are no unknown characters; `unknown` is accepted and ignored."""
+
+    max_token_bytes = 1024  # MAX_TOKEN_BYTES below, what a bpe meta.json may hold (GPT-2's longest token: 128)
 
     def __init__(self, encoding):
         self.encoding = encoding
