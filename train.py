@@ -85,12 +85,9 @@ class TrainConfig:
             choices={"dtype": ("auto", "float32", "bfloat16"), "compile": ("auto", "on", "off"),
                      "decay": ("cosine", "linear"), "optimizer": ("adamw", "muon")},
             unit_interval=("beta1", "beta2", "muon_momentum"),
-            above_zero=("learning_rate", "muon_lr"))
+            above_zero=("learning_rate", "muon_lr"), folders=("data_dir", "out_dir"))
         if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        for name in ("data_dir", "out_dir"):  # '': an unset shell variable, not the working folder
-            if getattr(self, name) == "":
-                raise ValueError(f"{name} is empty; name a folder")
         if not -2**63 <= self.seed < 2**63 - 1:  # 64-bit seeds for torch (evaluation: seed + 1)
             raise ValueError(f"seed must fit in a signed 64-bit integer, got {self.seed}")
 
@@ -105,8 +102,7 @@ DEFAULTS = {**MODEL_DEFAULTS, **{f.name: f.default for f in dataclasses.fields(T
 
 def resolve_settings(argv):
     """The command line, as (model settings, TrainConfig, the resumed checkpoint or None)."""
-    description = "Train a character-level GPT."
-    parser, shown = preset_parser("train.py", description, DEFAULT_PRESET, DEFAULTS, argv)
+    parser, shown = preset_parser("train.py", "Train a character-level GPT.", DEFAULT_PRESET, DEFAULTS, argv)
     add_dataclass_flags(parser, GPTConfig, "model (GPTConfig)", skip=("vocab_size",), shown=shown)
     add_dataclass_flags(parser, TrainConfig, "training (TrainConfig)", shown=shown)
     flags = vars(parser.parse_args(argv))  # only what the user typed: defaults are SUPPRESSed
@@ -247,7 +243,6 @@ def main(argv=None):
     model_values, cfg, resumed = resolve_settings(argv)
     machine = runtime.set_up(cfg)
     local_steps = runtime.micro_steps_per_rank(cfg.gradient_accumulation_steps, machine)
-    guards.check_accumulation(local_steps)  # a random stream per micro-batch: one line if too many
     guards.outlive_a_closed_pipe(cfg.out_dir)  # `| head -1`: training goes on when the reader goes
 
     # -- the data and its vocabulary

@@ -261,10 +261,11 @@ def check_preset_agrees(preset, preset_values, saved, flags):
                             f"{name} = {saved.get(name)}; leave out --preset to resume with the run's own settings")
 
 
-def check_fields(settings, positive=(), non_negative=(), choices=None, unit_interval=(), above_zero=()):
+def check_fields(settings, positive=(), non_negative=(), choices=None, unit_interval=(), above_zero=(),
+                 folders=()):
     """The common checks of a settings dataclass, each failure a one-line ValueError naming the field: no NaN or
     infinity anywhere, counts at least 1, sizes not negative, words from a fixed list, betas in [0, 1), rates
-    above zero."""
+    above zero, folder names not empty ('' is an unset shell variable, not the working folder)."""
     for name, value in vars(settings).items():  # nan passes every < and > test below, so refuse it first
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
@@ -285,6 +286,9 @@ def check_fields(settings, positive=(), non_negative=(), choices=None, unit_inte
     for name in above_zero:
         if not getattr(settings, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(settings, name)}")
+    for name in folders:
+        if getattr(settings, name) == "":
+            raise ValueError(f"{name} is empty; name a folder")
 
 
 MAX_STEPS, MAX_THREADS, MAX_SEED = 10**9, 1024, 2**62  # the lessons' bounds: past them, nothing sensible runs

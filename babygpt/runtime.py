@@ -276,7 +276,9 @@ def micro_steps_per_rank(gradient_accumulation_steps, machine):
         raise UserError(f"--gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the "
                         f"number of processes ({machine.world_size}): each process runs an equal share of the "
                         f"micro-batches")
-    return gradient_accumulation_steps // machine.world_size
+    local_steps = gradient_accumulation_steps // machine.world_size
+    guards.check_accumulation(local_steps)  # a random stream per micro-batch: one line if too many
+    return local_steps
 
 
 def barrier(world_size):
