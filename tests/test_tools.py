@@ -18,7 +18,7 @@ from babygpt import checkpoint
 from babygpt.cli import run
 from conftest import ROOT, TINY, train_main
 from prepare import prepare
-from tools import generation, peer, speed, whole_val
+from tools import busy, generation, peer, speed, whole_val
 
 SWEEP = ["0", "-1", str(10 ** 30), "nan", "inf", "abc", "", "1.5", "bad\udcff"]  # \udcff: the byte 0xff in argv
 TINY_SET = "n_layer=1,n_head=2,n_embd=16,block_size=16,batch_size=4,max_iters=2,threads=1"
@@ -178,3 +178,15 @@ def test_whole_val_scores_a_run_from_another_folder(slice_dir, shakespeare_text,
     prepare("just a few other letters, " * 20, tmp_path / "other")  # another vocabulary
     code, err = assert_one_line_or_done(whole_val.main, [str(home / "out"), "--data_dir", str(tmp_path / "other")])
     assert code == 2 and "vocabulary" in err and "--data_dir" in err
+
+
+def test_every_busy_flag_takes_any_value_without_a_traceback(tmp_path):
+    """tools.busy runs for minutes once its flags are accepted: here its data folder does not exist, so an
+    accepted value ends at that check, in one line, and a refused one at its own."""
+    base = {"busy": "0", "threads": "1", "rounds": "1", "steps": "3", "skip": "0", "chars": "2", "demo": "0",
+            "data_dir": str(tmp_path / "no-data"), "json": ""}
+    for flag in base:
+        for value in SWEEP:
+            argv = [f"--{k}={value if k == flag else v}" for k, v in base.items()]
+            code, err = assert_one_line_or_done(busy.main, argv)
+            assert code == 2, (argv, err)

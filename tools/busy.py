@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from babygpt.cli import Parser, UserError, run
+from babygpt.cli import UserError, run
+from tools.common import ToolParser, count
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSY_LOOP = "while True: pass"
@@ -99,16 +100,16 @@ def load():
 
 
 def main(argv=None):
-    parser = Parser(prog="python -m tools.busy", description="What busy programs cost babygpt's step and sampling,"
+    parser = ToolParser(prog="python -m tools.busy", description="What busy programs cost babygpt's step and sampling,"
                     " for fixed and auto threads, in turns (not a test).")
     parser.add_argument("--busy", default="0,1,2", help="numbers of busy programs to run next to babygpt (default: "
                         "0,1,2: quiet, one busy core, two busy programs)")
     parser.add_argument("--threads", default=None, help="thread settings to compare (default: 1,<CPUs>,auto)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of everything, in turns (default: 2)")
-    parser.add_argument("--steps", type=int, default=80, help="cpu-preset steps per run (default: 80)")
-    parser.add_argument("--skip", type=int, default=20, help="first steps left out of the marginal step (default: 20)")
-    parser.add_argument("--chars", type=int, default=500, help="characters per sample.py run (default: 500)")
-    parser.add_argument("--demo", type=int, default=0, help="1: also time the whole cpu preset run (make demo's "
+    parser.add_argument("--rounds", type=count(1, 100), default=2, help="rounds of everything, in turns (default: 2)")
+    parser.add_argument("--steps", type=count(2, 10**5), default=80, help="cpu-preset steps per run (default: 80)")
+    parser.add_argument("--skip", type=count(0, 10**5), default=20, help="first steps left out of the marginal step (default: 20)")
+    parser.add_argument("--chars", type=count(2, 10**6), default=500, help="characters per sample.py run (default: 500)")
+    parser.add_argument("--demo", type=count(0, 1), default=0, help="1: also time the whole cpu preset run (make demo's "
                         "training), auto threads, quiet and next to one busy program (default: 0)")
     parser.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data (default: %(default)s)")
     parser.add_argument("--json", default="", help="also write the results to this file")
