@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from babygpt import checkpoint, engine, guards, runtime
 from babygpt.cli import (UserError, add_dataclass_flags, build, check_fields, load_preset,
-                         preset_parser, run)
+                         preset_note, preset_parser, run)
 from babygpt.muon import make_muon_optimizer
 from babygpt.optimizer import make_optimizer
 from babygpt.tokenizer import (TokenizerUnavailable, bits_per_character, read_meta,
@@ -241,6 +241,8 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
 def main(argv=None):
     # -- settings, and the machine: device, precision, and under torchrun which process this is
     model_values, cfg, resumed = resolve_settings(argv)
+    if not resumed and (note := preset_note(argv)):
+        print(note)  # what to expect of the preset's run: how long it takes, how to shorten it
     machine = runtime.set_up(cfg)
     local_steps = runtime.micro_steps_per_rank(cfg.gradient_accumulation_steps, machine)
     guards.outlive_a_closed_pipe(cfg.out_dir)  # `| head -1`: training goes on when the reader goes

@@ -230,25 +230,41 @@ def add_dataclass_flags(parser, cls, title, skip=(), shown=None):
 
 
 def load_preset(name, allowed_fields):
-    """Read config/NAME.toml: a flat table of field = value. Unknown keys and wrong types are errors."""
+    """Read config/NAME.toml: a flat table of field = value. Unknown keys and wrong types are errors. A
+    `note` is not a setting: it is the line train.py prints as the run starts (preset_note)."""
+    values = read_preset(name)
+    values.pop("note", None)
+    for key, value in values.items():
+        if key not in allowed_fields:
+            raise UserError(f"{PRESET_DIR / name}.toml: unknown setting {key!r}")
+        expected = type(allowed_fields[key])
+        if expected is float and type(value) is int:
+            values[key] = float(value)
+        elif type(value) is not expected:
+            raise UserError(f"{PRESET_DIR / name}.toml: {key} should be {expected.__name__}, got {value!r}")
+    return values
+
+
+def preset_note(argv):
+    """The `note` of the preset named in argv (what to expect of the run, such as its wall time), or None."""
+    name = preset_named_in(argv)
+    note = read_preset(name).get("note") if name else None
+    if note is not None and not isinstance(note, str):
+        raise UserError(f"{PRESET_DIR / name}.toml: note should be text, got {note!r}")
+    return note
+
+
+def read_preset(name):
+    """config/NAME.toml as a dict; a missing file or bad TOML is one line."""
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
         raise UserError(f"unknown preset {name!r}; known presets: {', '.join(known_presets())}")
     if tomllib is None:
         raise UserError("reading a preset on Python 3.10 needs the tomli package: pip install tomli")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: {e}") from None
-    for key, value in values.items():
-        if key not in allowed_fields:
-            raise UserError(f"{path}: unknown setting {key!r}")
-        expected = type(allowed_fields[key])
-        if expected is float and type(value) is int:
-            values[key] = float(value)
-        elif type(value) is not expected:
-            raise UserError(f"{path}: {key} should be {expected.__name__}, got {value!r}")
-    return values
 
 
 def check_preset_agrees(preset, preset_values, saved, flags):
