@@ -183,7 +183,7 @@ def test_whole_val_scores_a_run_from_another_folder(slice_dir, shakespeare_text,
 def test_every_busy_flag_takes_any_value_without_a_traceback(tmp_path):
     """tools.busy runs for minutes once its flags are accepted: here its data folder does not exist, so an
     accepted value ends at that check, in one line, and a refused one at its own."""
-    base = {"busy": "0", "threads": "1", "rounds": "1", "steps": "3", "skip": "0", "chars": "2", "demo": "0",
+    base = {"busy": "0", "preset": "cpu", "threads": "1", "rounds": "1", "steps": "3", "skip": "0", "chars": "2", "demo": "0",
             "data_dir": str(tmp_path / "no-data"), "json": ""}
     for flag in base:
         for value in SWEEP:

@@ -5,6 +5,7 @@ with every core, and with auto threads, on a quiet machine and next to programs 
     python -m tools.busy                          # quiet, one busy process, two; in turns; two rounds
     python -m tools.busy --busy 0,1 --rounds 3    # only quiet and one busy core
     python -m tools.busy --demo 1                 # also make demo's training (the whole cpu preset), auto threads
+    python -m tools.busy --preset laptop --busy 0,1 --threads auto   # another preset's step (and --demo: run)
 
 It starts the busy programs itself (`python -c "while True: pass"`, one core each) and stops them after each
 condition. The step time is marginal: the mean ms per step after the first --skip steps (start-up, the first
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from babygpt.cli import UserError, run
+from babygpt.cli import UserError, known_presets, run
 from tools.common import ToolParser, count
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,9 +57,9 @@ def stop_busy(procs):
         proc.wait()
 
 
-def train(data_dir, out_dir, threads, extra):
-    """Run train.py with the cpu preset; return (ms of each logged step by iteration, switch lines, wall s)."""
-    cmd = [sys.executable, "train.py", "--preset", "cpu", "--data_dir", str(data_dir), "--out_dir", str(out_dir),
+def train(data_dir, out_dir, threads, extra, preset="cpu"):
+    """Run train.py with the preset; return (ms of each logged step by iteration, switch lines, wall s)."""
+    cmd = [sys.executable, "train.py", "--preset", preset, "--data_dir", str(data_dir), "--out_dir", str(out_dir),
            "--overwrite", "--threads", threads_flag(threads), *extra]
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
@@ -70,11 +71,11 @@ def train(data_dir, out_dir, threads, extra):
     return steps, switches, wall
 
 
-def marginal_step(data_dir, out_dir, threads, steps, skip):
+def marginal_step(data_dir, out_dir, threads, steps, skip, preset="cpu"):
     """The mean ms per step after the first `skip` steps (every step is logged, no evaluation in between)."""
     ms, switches, _ = train(data_dir, out_dir, threads, ["--max_iters", str(steps), "--eval_interval", str(steps),
                                                           "--eval_iters", "1", "--sample_chars", "0",
-                                                          "--log_interval", "1", "--save_interval", "0"])
+                                                          "--log_interval", "1", "--save_interval", "0"], preset)
     return statistics.mean(v for it, v in ms.items() if it > skip), len(switches)
 
 
@@ -106,16 +107,20 @@ def main(argv=None):
                         "0,1,2: quiet, one busy core, two busy programs)")
     parser.add_argument("--threads", default=None, help="thread settings to compare (default: 1,<CPUs>,auto)")
     parser.add_argument("--rounds", type=count(1, 100), default=2, help="rounds of everything, in turns (default: 2)")
-    parser.add_argument("--steps", type=count(2, 10**5), default=80, help="cpu-preset steps per run (default: 80)")
+    parser.add_argument("--preset", default="cpu", help="the preset whose step (and, with --demo, whole run) is "
+                                                          "timed (default: cpu)")
+    parser.add_argument("--steps", type=count(2, 10**5), default=80, help="the preset's steps per run (default: 80)")
     parser.add_argument("--skip", type=count(0, 10**5), default=20, help="first steps left out of the marginal step (default: 20)")
     parser.add_argument("--chars", type=count(2, 10**6), default=500, help="characters per sample.py run (default: 500)")
-    parser.add_argument("--demo", type=count(0, 1), default=0, help="1: also time the whole cpu preset run (make demo's "
+    parser.add_argument("--demo", type=count(0, 1), default=0, help="1: also time the whole preset run (for cpu: make demo's "
                         "training), auto threads, quiet and next to one busy program (default: 0)")
     parser.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data (default: %(default)s)")
     parser.add_argument("--json", default="", help="also write the results to this file")
     args = parser.parse_args(argv)
 
     cpus = os.cpu_count() or 1
+    if args.preset not in known_presets():
+        raise UserError(f"unknown preset {args.preset!r}; known presets: {', '.join(known_presets())}")
     try:
         busy_counts = [int(b) for b in args.busy.split(",")]
     except ValueError:
@@ -141,14 +146,14 @@ def main(argv=None):
         tmp = Path(tmp)
         # a cpu-preset checkpoint to sample from: its size is what matters for speed, not how well it learned
         train(data_dir, tmp / "ckpt", "1", ["--max_iters", "10", "--eval_interval", "10", "--eval_iters", "1",
-                                             "--sample_chars", "0"])
+                                             "--sample_chars", "0"], args.preset)
         for r in range(args.rounds):
             for b in busy_counts:
                 procs = start_busy(b)
                 try:
                     order = settings[r % len(settings):] + settings[:r % len(settings)]  # turns: each goes first
                     for s in order:
-                        ms, switches = marginal_step(data_dir, tmp / "run", s, args.steps, args.skip)
+                        ms, switches = marginal_step(data_dir, tmp / "run", s, args.steps, args.skip, args.preset)
                         wall, cps = sample(tmp / "ckpt", s, args.chars)
                         row = results[(b, s)]
                         row["step_ms"].append(ms)
@@ -163,14 +168,14 @@ def main(argv=None):
                 for b in (0, 1):
                     procs = start_busy(b)
                     try:
-                        _, switches, wall = train(data_dir, tmp / "demo", "auto", [])
+                        _, switches, wall = train(data_dir, tmp / "demo", "auto", [], args.preset)
                     finally:
                         stop_busy(procs)
                     demo.setdefault(b, []).append(wall)
-                    print(f"round {r + 1}: cpu preset run, auto threads, {b} busy: {wall:.1f} s wall "
+                    print(f"round {r + 1}: {args.preset} preset run, auto threads, {b} busy: {wall:.1f} s wall "
                           f"({len(switches)} switches); {load()}", file=sys.stderr)
 
-    print(f"\n| busy programs | threads | marginal cpu-preset step, ms (median of {args.rounds}) | sample.py "
+    print(f"\n| busy programs | threads | marginal {args.preset}-preset step, ms (median of {args.rounds}) | sample.py "
           f"{args.chars} chars: wall s | chars/s | switches |")
     print("|---|---|---|---|---|---|")
     med = {key: {k: statistics.median(v) for k, v in row.items()} for key, row in results.items()}
@@ -190,12 +195,12 @@ def main(argv=None):
                       f"sample.py's wall {auto['sample_wall_s'] / quiet['sample_wall_s']:.2f}x its quiet wall")
     if demo:
         q, b1 = statistics.median(demo[0]), statistics.median(demo[1])
-        print(f"cpu preset run (make demo's training), auto threads: quiet {q:.1f} s, one busy program {b1:.1f} s "
+        print(f"{args.preset} preset run, auto threads: quiet {q:.1f} s, one busy program {b1:.1f} s "
               f"({b1 / q:.2f}x)")
     print(load())
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "cpus": cpus, "rounds": args.rounds, "steps": args.steps, "skip": args.skip, "chars": args.chars,
+            "cpus": cpus, "preset": args.preset, "rounds": args.rounds, "steps": args.steps, "skip": args.skip, "chars": args.chars,
             "runs": [{"busy": b, "threads": s, **row} for (b, s), row in results.items()],
             "demo_wall_s": {str(b): v for b, v in demo.items()}}, indent=1))
 

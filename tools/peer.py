@@ -227,18 +227,24 @@ def peer(args):
     return result
 
 
+def nanogpt_whole_val(nanogpt, out_dir, data_dir, python=sys.executable):
+    """nanoGPT's best checkpoint (OUT_DIR/ckpt.pt) scored by whole_split_loss on babygpt's val.bin, in nanoGPT's
+    checkout, next to nanoGPT's own model.py."""
+    script = "import numpy as np, torch\nfrom torch.nn import functional as F\n" + \
+             inspect.getsource(whole_split_loss) + NANOGPT_SCORER
+    scored = subprocess.run([python, "-c", script, str(Path(out_dir) / "ckpt.pt"),
+                             str(Path(data_dir).resolve() / "val.bin")],
+                            cwd=nanogpt, capture_output=True, text=True)
+    if scored.returncode:
+        raise UserError(f"scoring nanoGPT's checkpoint failed: {last_line(scored.stderr)}")
+    return float(scored.stdout.strip().splitlines()[-1])
+
+
 def whole_run_rows(args, out, nanogpt, python, val_tokens, whole_rounds):
     """The table's rows for nanoGPT's whole classic run and babygpt's cpu preset (medians over the rounds of
     (nanoGPT run, babygpt run) in whole_rounds), and their numbers."""
     baby_score, _ = best_checkpoint_loss(out / "babygpt-cpu", val_tokens)
-    script = "import numpy as np, torch\nfrom torch.nn import functional as F\n" + \
-             inspect.getsource(whole_split_loss) + NANOGPT_SCORER
-    scored = subprocess.run([python, "-c", script, str(out / "nanogpt-classic" / "ckpt.pt"),
-                             str(Path(args.data_dir).resolve() / "val.bin")],
-                            cwd=nanogpt, capture_output=True, text=True)
-    if scored.returncode:
-        raise UserError(f"scoring nanoGPT's checkpoint failed: {last_line(scored.stderr)}")
-    nano_score = float(scored.stdout.strip().splitlines()[-1])
+    nano_score = nanogpt_whole_val(nanogpt, out / "nanogpt-classic", args.data_dir, python)
     records = [json.loads(line) for line in (out / "babygpt-cpu" / "metrics.jsonl").read_text().splitlines()]
     eval_seconds = sum(r.get("eval_seconds", 0.0) for r in records)
     nano_wall, baby_wall = (statistics.median(r["seconds"] for r in runs) for runs in zip(*whole_rounds))
