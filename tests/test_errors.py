@@ -67,7 +67,7 @@ def test_train_dataset_shorter_than_block(tmp_path, capsys):
     (["--batch_size", -2], "batch_size must be at least 1"),
     (["--learning_rate", 0], "learning_rate must be positive"),
     (["--dropout", 1.5], "dropout must be in [0, 1)"),
-    (["--preset", "laptop"], "unknown preset 'laptop'"),
+    (["--preset", "phone"], "unknown preset 'phone'"),
     (["--n_layers", 4], "unrecognized arguments: --n_layers"),
     (["--n_layer=abc"], "--n_layer: invalid int value: 'abc'"),
     (["--bias", "maybe"], "--bias"),
