@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import train
+from babygpt import runtime
 from babygpt.cli import UserError, load_preset, run
 from babygpt.loss_plot import new_figure, save_png
 from tools.common import ToolParser, file_name, write_json
@@ -106,7 +107,7 @@ def budget(args):
                 record("nanogpt-classic", result, program="nanoGPT classic CPU", seed=1337)
     if not runs:
         raise UserError(f"no results in {json_path} yet: run some budgets first (--runs 1)")
-    write_json(json_path, results)
+    print(f"results in {json_path}")
     print_table(runs)
     if args.figure:
         draw(runs, args.figure, args.preset)
@@ -115,12 +116,8 @@ def budget(args):
 
 def host():
     """What the wall times depend on: the CPU, its core count, and whether it multiplies in bfloat16."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "avx512_bf16": "avx512_bf16" in flags, "load_before": os.getloadavg()[0]}
+            "fast_bf16": runtime.fast_bf16("cpu"), "load_before": os.getloadavg()[0]}
 
 
 def print_table(runs):
