@@ -1,5 +1,4 @@
-"""
-babygpt's model: a decoder-only transformer (a GPT), in the order the lecture explains it.
+"""babygpt's model: a decoder-only transformer (a GPT), in the order the lecture explains it.
 
     characters --(integers)--> token embedding + position embedding
                --> n_layer x Block:  x = x + attention(ln(x))   # communication between positions
@@ -17,9 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
-
-PATTERNS = ("causal", "sliding", "bigbird")  # the values of GPTConfig.attn_pattern
-
 
 @dataclass
 class GPTConfig:
@@ -43,7 +39,6 @@ class GPTConfig:
     mlp_act: str = "gelu"  # the MLP's nonlinearity: 'gelu' or 'relu2' (ReLU squared)
     tie_head: bool = True  # the LM head shares its matrix with the token embedding
     zero_init_proj: bool = False  # output projections start at 0: each block starts as identity
-    logit_softcap: float = 0.0  # logits become cap * tanh(logits / cap), in (-cap, cap); 0: off
 
     def __post_init__(self):
         # Catch impossible settings here, with a message naming the field, not deep in forward().
@@ -57,30 +52,27 @@ class GPTConfig:
         if self.attn_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
         for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
-                              ("mlp_act", ("gelu", "relu2")), ("attn_pattern", PATTERNS)):
+                              ("mlp_act", ("gelu", "relu2")),
+                              ("attn_pattern", ("causal", "sliding", "bigbird"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"pos_emb 'rope' needs an even head size, got {self.n_embd // self.n_head}")
-        if self.logit_softcap < 0:
-            raise ValueError(f"logit_softcap must not be negative, got {self.logit_softcap}")
         if self.bigbird_window < 1 or self.bigbird_global < 0 or self.bigbird_random < 0:
             raise ValueError("bigbird_window must be at least 1, bigbird_global and bigbird_random not negative")
-        if self.attn_pattern != "sliding":
-            return
-        if self.pos_emb != "rope":
+        if self.attn_pattern == "sliding" and self.pos_emb != "rope":
             raise ValueError("attn_pattern 'sliding' needs pos_emb 'rope' (relative positions, so "
                              f"the model runs past block_size), got pos_emb {self.pos_emb!r}")
-        self.attn_window = self.attn_window or self.block_size // 2
-        if not 1 <= self.attn_window <= self.block_size:
+        if self.attn_pattern == "sliding":
+            self.attn_window = self.attn_window or self.block_size // 2
+        if self.attn_pattern == "sliding" and not 1 <= self.attn_window <= self.block_size:
             raise ValueError(f"attn_window must be between 1 and block_size ({self.block_size}), "
                              f"got {self.attn_window} (0 means block_size // 2)")
 
 
 def causal_mask(n_queries, n_keys=None, first_query=0, window=None, device=None):
-    """(n_queries, n_keys) bool, True where query i (at position first_query + i) may read a key:
-    keys 0..first_query + i, or only the last `window` of them. causal_mask(T) is the decoder's
-    lower triangle; a KV cache holding `start` positions asks for causal_mask(T, start + T, start)."""
+    """(n_queries, n_keys) bool: query i (at position first_query + i) may read keys 0..first_query
+    + i (or their last `window`). causal_mask(T) is the decoder's lower triangle."""
     n_keys = n_queries if n_keys is None else n_keys
     queries = torch.arange(first_query, first_query + n_queries, device=device)[:, None]  # (Tq, 1)
     keys = torch.arange(n_keys, device=device)[None, :]  # (1, Tk)
@@ -90,25 +82,9 @@ def causal_mask(n_queries, n_keys=None, first_query=0, window=None, device=None)
     return allowed
 
 
-def bigbird_mask(T, window, n_global, n_random, seed=0):
-    """(T, T) bool, BigBird's pattern (Zaheer et al., 2020), still causal: query t reads its last
-    `window` tokens, the first n_global (hubs) and n_random more earlier ones (shortcuts, seeded).
-    A shorter sequence uses the top-left corner (row t never depends on the rows below it)."""
-    is_global = (torch.arange(T)[None, :] < n_global) & causal_mask(T)  # (T, T)
-    allowed = causal_mask(T, window=window) | is_global  # (T, T)
-    generator = torch.Generator().manual_seed(seed)
-    for t in range(T):
-        candidates = (~allowed[t, : t + 1]).nonzero().flatten()  # earlier keys not linked yet
-        if n_random > 0 and len(candidates) > 0:
-            pick = torch.randperm(len(candidates), generator=generator)[:n_random]
-            allowed[t, candidates[pick]] = True
-    return allowed
-
-
 def layer_mask(attn, n_new, first=0, device=None, explicit=False):
-    """(n_new, first+n_new) bool: the keys that the queries at positions first..first+n_new-1 of
-    attention layer attn may read. Plain causal attention gives None unless explicit=True: the
-    fused kernel's is_causal applies its lower triangle without building one."""
+    """(n_new, first+n_new) bool: what the queries at positions first.. of layer attn may read;
+    None for plain causal attention (the fused kernel's is_causal), unless explicit=True."""
     n_keys = first + n_new
     if attn.pattern is not None:
         return attn.pattern[first:n_keys, :n_keys]
@@ -118,10 +94,8 @@ def layer_mask(attn, n_new, first=0, device=None, explicit=False):
 
 
 def rotary_cos_sin(positions, head_size, base=10000.0):
-    """RoPE tables for absolute positions (T,) -> cos, sin, each (T, head_size). Pair i of a head's
-    vector (elements i and i + hs/2) is rotated by position * base^(-2i/head_size): fast-turning
-    pairs see fine position differences, slow ones coarse ones. q and k are both rotated, so q . k
-    depends only on how far apart two positions are, never on where they are."""
+    """RoPE tables for positions (T,) -> cos, sin (T, head_size): pair i (elements i, i + hs/2) turns
+    by position * base^(-2i/hs); q and k both turn, so q . k depends only on their distance."""
     freqs = base ** (-torch.arange(0, head_size, 2, device=positions.device).float() / head_size)
     angles = positions.float()[:, None] * freqs[None, :]  # (T, hs/2)
     angles = torch.cat((angles, angles), dim=-1)  # (T, hs): pair i's angle at i and at i + hs/2
@@ -129,23 +103,20 @@ def rotary_cos_sin(positions, head_size, base=10000.0):
 
 
 def apply_rotary(x, cos, sin):
-    """Rotate each pair (x1, x2) = (x[i], x[i + hs/2]) of x (..., T, hs) by the angles in cos, sin
-    (T, hs): (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), the "rotate-half" form."""
+    """Rotate each pair (x1, x2) = (x[i], x[i + hs/2]) of x (..., T, hs): the "rotate-half" form."""
     x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (..., T, hs/2)
     return (x.float() * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)  # (..., T, hs)
 
 
 def make_norm(config):
     """The normalisation in front of each sub-layer and before the LM head."""
-    if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.n_embd)
-    return nn.LayerNorm(config.n_embd, bias=config.bias)
+    rms = config.norm == "rmsnorm"
+    return nn.RMSNorm(config.n_embd) if rms else nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 def explicit_attention(q, k, v, causal, dropout_p=0.0, allowed=None):
-    """The attention formula written out: softmax(q @ k^T / sqrt(hs)) @ v. q: (B, nh, Tq, hs),
-    k and v: (B, nh, Tk, hs) -> (B, nh, Tq, hs). With causal=True, query t may only look at keys
-    0..t (the decoder's mask); allowed, a (Tq, Tk) bool mask, replaces it (see layer_mask)."""
+    """softmax(q @ k^T / sqrt(hs)) @ v, written out: q (B, nh, Tq, hs), k and v (B, nh, Tk, hs).
+    causal=True: query t reads keys 0..t only; `allowed`, a (Tq, Tk) bool mask, replaces that."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, Tq, Tk): query-key match
     if causal and allowed is None:
         allowed = causal_mask(q.size(-2), k.size(-2), device=q.device)  # (Tq, Tk)
@@ -158,33 +129,26 @@ def explicit_attention(q, k, v, causal, dropout_p=0.0, allowed=None):
 
 class CausalSelfAttention(nn.Module):
     """Communication. Every position emits a query ("what am I looking for"), a key ("what do I
-    contain") and a value ("what I will tell you"); each position then takes a weighted average of
-    the values of the positions it may look at, weighted by how well its query matches their keys.
-    n_head independent heads do this in parallel on slices of the vector, side by side."""
+    contain") and a value ("what I will tell you"), then averages the values of the positions it may
+    read, weighted by how well its query matches their keys. n_head heads do this side by side."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, pattern=None):
         super().__init__()
-        self.n_head = config.n_head
-        self.dropout = config.dropout
+        self.n_head, self.dropout, self.qk_norm = config.n_head, config.dropout, config.qk_norm
         self.attn_impl = config.attn_impl
-        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k and v
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads
         self.c_proj.is_residual_projection = True  # GPT-2 init scales it down (GPT._init_weights)
         self.resid_dropout = nn.Dropout(config.dropout)
         # Which keys a query may read (layer_mask): a sliding band or BigBird's links (not saved).
         self.window = config.attn_window if config.attn_pattern == "sliding" else None
-        pattern = None if config.attn_pattern != "bigbird" else bigbird_mask(
-            config.block_size, config.bigbird_window, config.bigbird_global, config.bigbird_random)
         self.register_buffer("pattern", pattern, persistent=False)
 
     def qkv(self, x, rope=None):
-        """Every head's queries, keys and values: x (B, T, C) -> 3 x (B, nh, T, hs). engine.py
-        calls this too, so its cached path computes exactly the same vectors."""
+        """Every head's queries, keys and values: x (B, T, C) -> 3 x (B, nh, T, hs)."""
         B, T, C = x.shape
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
-        # move the head axis forward so heads run as a batch, and q, k, v to the front
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs): heads run as a batch, q, k, v first
         qk, v = qkv[:2], qkv[2]  # (2, B, nh, T, hs), (B, nh, T, hs): q and k go through together
         if self.qk_norm:
             qk = F.rms_norm(qk, (qk.size(-1),))  # (2, B, nh, T, hs)
@@ -225,14 +189,14 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer block: communicate, then compute. Each sub-layer reads a LayerNorm-ed copy
-    of the residual stream x and *adds* its result back. The additions give gradients a straight
-    path from the loss to the first layer, which is what makes a deep stack trainable."""
+    """One transformer block: communicate, then compute. Each sub-layer reads a normalised copy of
+    the residual stream x and *adds* its result back: a straight path for gradients, from the loss
+    to the first layer, is what makes a deep stack trainable."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, pattern=None):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, pattern)
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
@@ -243,28 +207,29 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """The whole language model: integers in, next-token logits (and optionally the loss) out."""
+    """The whole language model: integers in, next-token logits (and optionally the loss) out.
+    attn_pattern 'bigbird' takes its mask as `pattern` (babygpt/attention_patterns.py draws it)."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, pattern=None):
         super().__init__()
+        if (config.attn_pattern == "bigbird") != (pattern is not None):
+            raise ValueError("attn_pattern 'bigbird' needs its mask as `pattern`, and only it does")
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # what each token is
         if config.pos_emb == "learned":
             self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # where it is
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.blocks = nn.ModuleList([Block(config, pattern) for _ in range(config.n_layer)])
         self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying: reading a character in and scoring it on the way out use one matrix (V, C).
-        # It saves V*C parameters and usually trains a little better.
+        # Weight tying: one (V, C) matrix reads a token in and scores it on the way out (saves V*C)
         if config.tie_head:
             self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
-        """GPT-2 initialisation: weights ~ N(0, 0.02), biases 0. The projections that write into
-        the residual stream (marked is_residual_projection) get std 0.02/sqrt(2*n_layer): there are
-        2 per block and their outputs add up, so this keeps the stream's variance from growing."""
+        """GPT-2's: weights ~ N(0, 0.02), biases 0; the 2 projections per block that add into the
+        residual stream get std 0.02/sqrt(2*n_layer), so the stream's variance does not grow."""
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "is_residual_projection", False):
@@ -280,20 +245,12 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def embed(self, idx, start=0):
-        """Tokens idx (B, T) at positions start..start+T-1 -> the residual stream (B, T, C), and
-        the rotary tables for those positions (None with learned positions, added here instead)."""
+        """Tokens idx (B, T) at positions start.. -> residual stream (B, T, C), RoPE's tables."""
         positions = torch.arange(start, start + idx.size(1), device=idx.device)  # (T,)
         x = self.token_embedding(idx)  # (B, T, C)
         if self.config.pos_emb == "learned":
             return x + self.position_embedding(positions), None  # (B, T, C) + (T, C) broadcast
         return x, rotary_cos_sin(positions, self.config.n_embd // self.config.n_head)  # 2 x (T, hs)
-
-    def head(self, x):
-        """Residual stream (..., C) -> logits (..., V): final norm, then the LM head."""
-        logits = self.lm_head(self.ln_f(x))  # (..., V)
-        if self.config.logit_softcap:
-            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
-        return logits
 
     def forward(self, idx, targets=None):
         """idx: (B, T) tokens, T <= block_size (any T if sliding). targets: (B, T), idx shifted
@@ -308,7 +265,7 @@ class GPT(nn.Module):
         x = self.drop(x)  # (B, T, C)
         for block in self.blocks:
             x = block(x, rope=rope)  # (B, T, C)
-        logits = self.head(x)  # (B, T, V): a score for every possible next token at every position
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V): a score for each next token, each place
         loss = None
         if targets is not None:
             # every one of the B*T positions is its own prediction problem
@@ -317,11 +274,9 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, top_p=None):
-        """Extend idx (B, T) by max_new_tokens tokens, one at a time, feeding each choice back in.
-        The reference loop: it recomputes the whole context for every new token. Only the last
-        block_size tokens are shown to the model (a sliding-window model, defined on any length, is
-        never cropped). Call model.eval() first. engine.py gives the same tokens faster (KV cache).
-        """
+        """Extend idx (B, T) by max_new_tokens tokens, one at a time, feeding each choice back in,
+        the model seeing the last block_size tokens (sliding: all). Call model.eval() first.
+        It recomputes the whole context per token; engine.py gives the same tokens faster."""
         crop = self.config.attn_pattern != "sliding"
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size :] if crop else idx  # (B, <=block_size)
@@ -332,11 +287,9 @@ class GPT(nn.Module):
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, generator=None, top_p=None):
-    """Pick one token per row of logits (B, V) -> (B, 1). temperature 0: greedy (argmax); else the
-    logits are divided by it (below 1: sharper, above 1: flatter); top_k keeps the k highest
-    (exactly k); top_p (nucleus) keeps the smallest set of likeliest tokens holding at least top_p
-    of the probability. The draw is on the CPU with the given generator: the same seed gives the
-    same text on any device (and avoids torch.multinomial's bug on Apple's MPS)."""
+    """One token per row of logits (B, V) -> (B, 1). temperature 0: argmax; else logits / it
+    (below 1: sharper); top_k keeps the k highest; top_p the fewest likeliest holding >= top_p of
+    the probability. Drawn on the CPU: the same seed gives the same text on any device."""
     logits = logits.float().cpu()  # (B, V)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)

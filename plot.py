@@ -17,18 +17,22 @@ import math
 import signal
 from pathlib import Path
 
-from babygpt import cli
+from babygpt import runner
+
 # Ctrl-C during the slow imports below (torch: a second or two): "interrupted", not a traceback
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, cli.exit_quietly)
+    signal.signal(signal.SIGINT, runner.exit_quietly)
 
 import torch
 from torch.nn import functional as F
 
 from babygpt import checkpoint
-from babygpt.cli import Parser, UserError, run
+from babygpt.cli import Parser, UserError
+
 # the loss curves live in loss_plot.py (train.py draws loss.png with it after each evaluation)
-from babygpt.loss_plot import draw_loss, loss_curves, new_figure, read_metrics, save_png
+from babygpt.loss_plot import draw_loss, new_figure, save_png
+from babygpt.metrics import loss_curves, read_metrics
+from babygpt.runner import run
 from babygpt.tokenizer import TokenizerUnavailable, UnknownCharacters, tokenizer_from_meta
 from model import layer_mask
 

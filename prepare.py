@@ -27,16 +27,17 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from babygpt import cli
+from babygpt import files, locks, memory, runner
+
 # Ctrl-C during the slow imports below (numpy, tiktoken): "interrupted", not a traceback
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, cli.exit_quietly)
+    signal.signal(signal.SIGINT, runner.exit_quietly)
 
 import numpy as np
 
-from babygpt import guards
-from babygpt.cli import Parser, UserError, run
 from babygpt.bpe import rank_file, train_bpe
+from babygpt.cli import Parser, UserError
+from babygpt.runner import run
 from babygpt.tokenizer import (META_FORMAT, META_VERSION, BPETokenizer, CharTokenizer,
                                GPT2Tokenizer, TokenizerUnavailable)
 
@@ -62,8 +63,8 @@ def download_shakespeare(path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # never half a text that looks whole
-        guards.write_atomically(path, lambda f: f.write(data))
-    except (OSError, guards.WriteError) as e:
+        files.write_atomically(path, lambda f: f.write(data))
+    except (OSError, files.WriteError) as e:
         reason = getattr(e, "strerror", None) or e
         raise UserError(f"cannot save Tiny Shakespeare: {reason}") from None
 
@@ -74,9 +75,9 @@ BYTES_PER_CHARACTER = 16
 
 def read_text(path):
     """Read a UTF-8 text file, or raise UserError saying why it cannot be used."""
-    path = guards.regular_file(path, "input file")
+    path = files.regular_file(path, "input file")
     size = path.stat().st_size
-    guards.check_memory(BYTES_PER_CHARACTER * size, f"preparing {path} ({guards.gigabytes(size)})",
+    memory.check_memory(BYTES_PER_CHARACTER * size, f"preparing {path} ({memory.gigabytes(size)})",
                         "split the text into smaller files")
     try:
         text = path.read_bytes().decode("utf-8")
@@ -135,13 +136,13 @@ def prepare(text, out_dir, source_name="input", tokenizer="char", vocab_size=512
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
-    guards.lock_data_dir(out_dir, exclusive=True)
+    locks.lock_data_dir(out_dir, exclusive=True)
     try:
         restore_interrupted(out_dir)
         return write_data_set(out_dir, tokenizer, train_text, val_text, train_ids, val_ids,
                               input_sha256, source_name)
     finally:
-        guards.unlock_folder(out_dir)
+        locks.unlock_folder(out_dir)
 
 
 DATA_FILES = ("train.bin", "val.bin", "bpe.tiktoken", "meta.json")  # meta.json last: it commits
@@ -166,21 +167,21 @@ def write_data_set(out_dir, tokenizer, train_text, val_text, train_ids, val_ids,
     staging = out_dir / STAGING
     try:
         # a full disk or a folder in the way fails here, with the old data set untouched
-        guards.fresh_folder(staging)
+        files.fresh_folder(staging)
         for name, ids in (("train.bin", train_ids), ("val.bin", val_ids)):
-            path = guards.write_atomically(staging / name, ids.tofile)
+            path = files.write_atomically(staging / name, ids.tofile)
             meta["files"][name] = {"bytes": path.stat().st_size,
-                                   "checksum": guards.file_checksum(path)}
+                                   "checksum": files.file_checksum(path)}
         if tokenizer.kind == "bpe":
             ranks = rank_file(tokenizer.ranks)
-            guards.write_atomically(staging / "bpe.tiktoken", lambda f: f.write(ranks))
+            files.write_atomically(staging / "bpe.tiktoken", lambda f: f.write(ranks))
         meta_text = json.dumps(meta, ensure_ascii=False, indent=1) + "\n"
-        guards.write_atomically(staging / "meta.json", lambda f: f.write(meta_text.encode("utf-8")))
+        files.write_atomically(staging / "meta.json", lambda f: f.write(meta_text.encode("utf-8")))
         swap_in(out_dir, staging)
-    except (guards.WriteError, OSError) as e:
+    except (files.WriteError, OSError) as e:
         raise UserError(f"cannot write to {out_dir}: {getattr(e, 'strerror', None) or e}") from None
     finally:
-        guards.remove_folder(staging)
+        files.remove_folder(staging)
     return meta
 
 
@@ -190,7 +191,7 @@ def swap_in(out_dir, staging):
     .prepare-old, where the next prepare.py (restore_interrupted) finds it. Until the new meta.json
     is in place, train.py finds no meta.json and says to run prepare.py: never new tokens under an
     old meta.json."""
-    backup = guards.fresh_folder(out_dir / BACKUP)
+    backup = files.fresh_folder(out_dir / BACKUP)
     moved, placed = [], []
     try:
         # meta.json first: the moment it is gone, the folder no longer claims to hold a data set
@@ -206,8 +207,8 @@ def swap_in(out_dir, staging):
     except BaseException:
         put_back(out_dir, backup, moved, placed)
         raise
-    guards.sync_folder(out_dir)
-    guards.remove_folder(backup)
+    files.sync_folder(out_dir)
+    files.remove_folder(backup)
 
 
 def put_back(out_dir, backup, moved, placed):
@@ -222,7 +223,7 @@ def put_back(out_dir, backup, moved, placed):
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}; the previous data set is whole "
                         f"in {backup}: move its files back into {out_dir}") from None
-    guards.remove_folder(backup)
+    files.remove_folder(backup)
 
 
 def restore_interrupted(out_dir):
@@ -240,7 +241,7 @@ def restore_interrupted(out_dir):
         placing = staging.is_dir() and not os.path.lexists(staging / "train.bin")
         placed = [name for name in DATA_FILES if placing and os.path.lexists(out_dir / name)]
         put_back(out_dir, backup, moved, placed)
-    guards.remove_folder(backup)
+    files.remove_folder(backup)
 
 
 def printable(text):

@@ -18,18 +18,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from babygpt import cli
+from babygpt import files, memory, runner
+
 # Ctrl-C during the slow imports below (torch: a second or two): "interrupted", not a traceback
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, cli.exit_quietly)
+    signal.signal(signal.SIGINT, runner.exit_quietly)
 
 import torch
 
-from babygpt import checkpoint
-from babygpt import engine
-from babygpt import guards
-from babygpt import runtime
-from babygpt.cli import Parser, UserError, add_dataclass_flags, build, run
+from babygpt import checkpoint, engine
+from babygpt.cli import Parser, UserError, add_dataclass_flags, build
+from babygpt.device import pick_device
+from babygpt.runner import run
+from babygpt.threads import use_threads
 from babygpt.tokenizer import (StreamDecoder, TokenizerUnavailable, UnknownCharacters,
                                tokenizer_from_meta)
 
@@ -87,7 +88,7 @@ def read_prompt(start, max_bytes):
     path = Path(start[len("FILE:") :])
     try:
         # a regular file (a FIFO would never end), and only the tail that the model reads
-        return guards.read_text_tail(guards.regular_file(path, "prompt file"), max_bytes)
+        return files.read_text_tail(files.regular_file(path, "prompt file"), max_bytes)
     except FileNotFoundError:
         raise UserError(f"prompt file {path} not found") from None
     except UnicodeDecodeError:
@@ -115,9 +116,9 @@ def main(argv=None):
     cfg = build(SampleConfig, vars(parser.parse_args(argv)), "invalid setting")
 
     path = checkpoint.resolve(cfg.out_dir, cfg.ckpt)
-    device = runtime.pick_device(cfg.device)
-    # the time per generated token tells it when another program takes a core (babygpt/runtime.py)
-    threads = runtime.use_threads(cfg.threads, adapt=device == "cpu")
+    device = pick_device(cfg.device)
+    # the time per generated token tells it when another program takes a core (babygpt/threads.py)
+    threads = use_threads(cfg.threads, adapt=device == "cpu")
     try:
         ckpt = checkpoint.load(path)
         model = checkpoint.load_model(ckpt, device, source=path)
@@ -134,7 +135,7 @@ def main(argv=None):
     prompt = read_prompt(cfg.start, prompt_bytes)
     prompt_ids = encode_prompt(tokenizer, prompt, cfg.unknown)[-context:]
     # one line, before the first tensor, if the samples cannot fit in memory
-    runtime.check_generation_fits(model.config, cfg.num_samples, cfg.max_new_tokens, device)
+    memory.check_generation_fits(model.config, cfg.num_samples, cfg.max_new_tokens, device)
     print(f"{path}: iteration {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}, "
           f"{model.num_params():,} parameters, on {device}", file=sys.stderr)
 
@@ -219,7 +220,7 @@ def interact(model, tokenizer, cfg, generator, device, threads=None):
     repeat. The "> " marker and messages go to stderr, so stdout holds only generated text. End of input
     (Ctrl-D, or the end of a piped file) or Ctrl-C at the prompt ends it; Ctrl-C while generating stops that
     answer only. An empty line prompts with a newline."""
-    guards.standard_input()  # closed (<&-): one line
+    runner.standard_input()  # closed (<&-): one line
     print("type a prompt and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
     while True:
         sys.stderr.write(PROMPT)

@@ -18,20 +18,24 @@ import math
 import signal
 import time
 
-from babygpt import cli
+from babygpt import runner
 # Ctrl-C during the slow imports below (torch: a second or two): "interrupted", not a traceback
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, cli.exit_quietly)
+    signal.signal(signal.SIGINT, runner.exit_quietly)
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from babygpt import checkpoint, engine, guards, runtime
+from babygpt import checkpoint, compiling, device, distributed, engine, files, locks, memory
+from babygpt.attention_patterns import attention_pattern
 from babygpt.cli import (UserError, add_dataclass_flags, build, check_fields, load_preset,
-                         preset_note, preset_parser, run)
+                         preset_note, preset_parser)
+from babygpt.metrics import MetricsLog
 from babygpt.muon import make_muon_optimizer
 from babygpt.optimizer import make_optimizer
+from babygpt.progress import Progress
+from babygpt.stopping import StopSignal, farewell
 from babygpt.tokenizer import (TokenizerUnavailable, bits_per_character, read_meta,
                                tokenizer_from_meta)
 from model import GPT, GPTConfig
@@ -85,11 +89,8 @@ class TrainConfig:
             choices={"dtype": ("auto", "float32", "bfloat16"), "compile": ("auto", "on", "off"),
                      "decay": ("cosine", "linear"), "optimizer": ("adamw", "muon")},
             unit_interval=("beta1", "beta2", "muon_momentum"),
-            above_zero=("learning_rate", "muon_lr"), folders=("data_dir", "out_dir"))
-        if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        if not -2**63 <= self.seed < 2**63 - 1:  # 64-bit seeds for torch (evaluation: seed + 1)
-            raise ValueError(f"seed must fit in a signed 64-bit integer, got {self.seed}")
+            above_zero=("learning_rate", "muon_lr"), folders=("data_dir", "out_dir"),
+            device=True, seed=True)
 
 
 MODEL_FLAGS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]  # (data's)
@@ -122,7 +123,7 @@ def resolve_settings(argv):
 
 def load_vocabulary(data_dir):
     """meta.json and its tokenizer; the folder stays locked against a prepare.py into it."""
-    guards.lock_data_dir(data_dir, exclusive=False)
+    locks.lock_data_dir(data_dir, exclusive=False)
     try:
         meta = read_meta(data_dir)
         return meta, tokenizer_from_meta(meta)
@@ -131,9 +132,8 @@ def load_vocabulary(data_dir):
 
 
 def load_split(data_dir, split, block_size, vocab_size=None):
-    """Memory-map DATA_DIR/{split}.bin (uint16 token ids), checked: the size and checksum meta.json
-    records, and (with vocab_size) ids that are rows of the embedding table."""
-    path = guards.verify_split(data_dir, split)
+    """DATA_DIR/{split}.bin (uint16 token ids), memory-mapped, checked against meta.json."""
+    path = files.verify_split(data_dir, split)
     data = np.memmap(path, np.uint16, mode="r") if path.stat().st_size else np.zeros(0, np.uint16)
     if len(data) < block_size + 1:
         raise UserError(f"{path} has {len(data)} tokens; block_size {block_size} needs at least "
@@ -185,8 +185,7 @@ def build_optimizer(model, cfg, fused=False):
 
 @torch.no_grad()
 def estimate_loss(model, splits, cfg, block_size, device, autocast):
-    """Mean loss over eval_iters batches per split, in eval mode. Its generator, seeded the same
-    every time, scores the same text at every evaluation and leaves training's stream untouched."""
+    """Mean loss over eval_iters batches per split, in eval mode: the same batches every time."""
     model.eval()
     losses = {}
     for split, data in splits.items():
@@ -232,9 +231,8 @@ def evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machi
         if text:  # (sample_chars 0: none)
             tqdm.write("sample: " + text.replace("\n", "\n        "))
     tokens = iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * block_size
-    lr = learning_rate_at(iter_num, cfg)
     metrics.write({"iter": iter_num, "tokens": tokens, "eval_train_loss": losses["train"],
-                   "val_loss": losses["val"], "val_bpc": val_bpc, "lr": lr,
+                   "val_loss": losses["val"], "val_bpc": val_bpc, "lr": learning_rate_at(iter_num, cfg),
                    "eval_seconds": time.perf_counter() - eval_start})
 
 
@@ -243,23 +241,23 @@ def main(argv=None):
     model_values, cfg, resumed = resolve_settings(argv)
     if not resumed and (note := preset_note(argv)):
         print(note)  # what to expect of the preset's run: how long it takes, how to shorten it
-    machine = runtime.set_up(cfg)
-    local_steps = runtime.micro_steps_per_rank(cfg.gradient_accumulation_steps, machine)
-    guards.outlive_a_closed_pipe(cfg.out_dir)  # `| head -1`: training goes on when the reader goes
+    machine = device.set_up(cfg)
+    local_steps = distributed.micro_steps_per_rank(cfg.gradient_accumulation_steps, machine)
+    runner.outlive_a_closed_pipe(cfg.out_dir)  # `| head -1`: training goes on when the reader goes
 
     # -- the data and its vocabulary
     meta, tokenizer = load_vocabulary(cfg.data_dir)
     model_values["vocab_size"] = meta["vocab_size"]
     model_config = build(GPTConfig, model_values, "invalid model setting")
     block_size = model_config.block_size
-    runtime.check_model_fits(model_config, cfg.batch_size, machine.device)  # not a MemoryError
+    memory.check_model_fits(model_config, cfg.batch_size, machine.device)  # not a MemoryError
     splits = {split: load_split(cfg.data_dir, split, block_size, meta["vocab_size"])
               for split in ("train", "val")}
     checkpoint.prepare_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite, machine)
 
     # -- model, optimizer, random streams
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = GPT(model_config).to(machine.device)
+    model = GPT(model_config, attention_pattern(model_config)).to(machine.device)  # (BigBird's links)
     optimizer = build_optimizer(model, cfg, fused=machine.fused)
     torch.manual_seed(cfg.seed + machine.rank)  # dropout differs between ranks (rank 0: as alone)
     # One data stream per micro-batch slot of a step, seeded by its slot number. Rank r owns the
@@ -273,20 +271,20 @@ def main(argv=None):
     resumed_at = iter_num if resumed else None  # no evaluation right after a resume: last.pt has it
     # checkpoints save the plain `model`; eval_model may be compiled, train_model DDP's wrapper
     example = get_batch(splits["train"], 2, block_size, torch.Generator())
-    eval_model = runtime.maybe_compile(model, example, machine)
-    train_model = runtime.wrap_for_ranks(eval_model, machine)
+    eval_model = compiling.maybe_compile(model, example, machine)
+    train_model = distributed.wrap_for_ranks(eval_model, machine)
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
     print(f"model: {model.num_params():,} parameters, {model_config.n_layer} layers, "
           f"{model_config.n_head} heads, {model_config.n_embd} wide, block {block_size}, "
           f"vocab {model_config.vocab_size}")
     print(machine.describe(compiled=eval_model is not model)
           + f"; {tokens_per_iter:,} tokens per iteration")
-    metrics = checkpoint.MetricsLog(cfg.out_dir, resumed_at, machine.master, meta["vocab_size"])
-    progress = runtime.Progress(cfg.max_iters, iter_num, tokens_per_iter, machine)
+    metrics = MetricsLog(cfg.out_dir, resumed_at, machine.master, meta["vocab_size"])
+    progress = Progress(cfg.max_iters, iter_num, tokens_per_iter, machine)
     run_start, autocast, stopping = time.perf_counter(), machine.autocast(), False
 
     # Ctrl-C or SIGTERM now only ask the loop to stop between two steps
-    with runtime.StopSignal().listen() as stop:
+    with StopSignal().listen() as stop:
         # ---------------------------------------------------------------------- the training loop
         while iter_num < cfg.max_iters:
             if iter_num % cfg.eval_interval == 0 and iter_num != resumed_at:
@@ -301,7 +299,7 @@ def main(argv=None):
             for micro_step, generator in enumerate(data_generators):
                 x, y = get_batch(splits["train"], cfg.batch_size, block_size, generator)  # (B, T)
                 x, y = (t.to(machine.device, non_blocking=True) for t in (x, y))
-                with runtime.gradient_sync(train_model, micro_step == local_steps - 1):
+                with distributed.gradient_sync(train_model, micro_step == local_steps - 1):
                     with autocast:
                         _, loss = train_model(x, y)
                     loss = loss / local_steps  # the micro-batches' gradients add up to a mean
@@ -313,7 +311,7 @@ def main(argv=None):
             # Save here, before optimizer.step(): the weights are still those of iteration iter_num
             # and their loss is known to be finite. A resumed run draws the same batch again from
             # rng_before_batch. Under torchrun every rank stops at the same step.
-            stopping = runtime.any_rank_says(stop.received, machine)
+            stopping = distributed.any_rank_says(stop.received, machine)
             if stopping or (cfg.save_interval and iter_num % cfg.save_interval == 0):
                 saver.save(iter_num, rng_before_batch)  # (a no-op if last.pt holds this iteration)
             if stopping:
@@ -333,10 +331,10 @@ def main(argv=None):
             evaluate_and_save(iter_num, model, eval_model, splits, tokenizer, cfg, machine, saver,
                               metrics)
     metrics.close()
-    runtime.shut_down(machine)
+    distributed.shut_down(machine)
     seconds, best = time.perf_counter() - run_start, saver.best_val_loss
-    print(runtime.farewell(stopping, stop.received, iter_num, cfg.out_dir, seconds, best))
+    print(farewell(stopping, stop.received, iter_num, cfg.out_dir, seconds, best))
 
 
 if __name__ == "__main__":
-    run(main)
+    runner.run(main)

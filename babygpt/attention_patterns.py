@@ -1,7 +1,8 @@
 """
 Which query may look at which key: attention patterns as boolean masks (True = allowed), for the sparse
-attention lesson (lessons/sparse_attention.py) and its tests. The masks a model applies are built in model.py
-(causal_mask, bigbird_mask, layer_mask); this file counts what they cost.
+attention lesson (lessons/sparse_attention.py) and its tests, and BigBird's links, which model.GPT takes as its
+`pattern` (attention_pattern(config) draws them). model.py builds the causal and sliding masks itself
+(causal_mask, layer_mask); this file draws BigBird's and counts what each costs.
 
 Full causal attention lets query t look at every key 0..t, so a sequence of T tokens costs T(T+1)/2
 query-key pairs: quadratic in T. Two sparser patterns keep the cost per query constant:
@@ -25,7 +26,33 @@ The BigBird mask is drawn once for block_size positions; a shorter sequence uses
 the same pattern, because row t never depends on the rows after it.
 """
 
+import torch
+
 from model import causal_mask
+
+
+def bigbird_mask(T, window, n_global, n_random, seed=0):
+    """(T, T) bool, BigBird's pattern (Zaheer et al., 2020), still causal: query t reads its last
+    `window` tokens, the first n_global (hubs) and n_random more earlier ones (shortcuts, seeded).
+    A shorter sequence uses the top-left corner (row t never depends on the rows below it)."""
+    is_global = (torch.arange(T)[None, :] < n_global) & causal_mask(T)  # (T, T)
+    allowed = causal_mask(T, window=window) | is_global  # (T, T)
+    generator = torch.Generator().manual_seed(seed)
+    for t in range(T):
+        candidates = (~allowed[t, : t + 1]).nonzero().flatten()  # earlier keys not linked yet
+        if n_random > 0 and len(candidates) > 0:
+            pick = torch.randperm(len(candidates), generator=generator)[:n_random]
+            allowed[t, candidates[pick]] = True
+    return allowed
+
+
+def attention_pattern(config):
+    """The `pattern` model.GPT(config, pattern) takes: BigBird's links for attn_pattern 'bigbird' (drawn
+    with seed 0, so every model of that config, and every checkpoint of it, has the same), else None."""
+    if config.attn_pattern != "bigbird":
+        return None
+    return bigbird_mask(config.block_size, config.bigbird_window, config.bigbird_global,
+                        config.bigbird_random)
 
 
 def sliding_mask(T, window):

@@ -27,12 +27,10 @@ What train.py writes into --out_dir:
                    took: losses, sample, save). Older runs wrote eval_train_loss as
                    train_loss on evaluation lines; plot.py reads both.
     loss.png       the loss curves so far, redrawn after each evaluation (loss_plot.py)
-    .babygpt.lock  the pid of the run writing here (guards.lock_folder): a second run into this folder is refused
+    .babygpt.lock  the pid of the run writing here (locks.lock_folder): a second run into this folder is refused
 """
 
 import dataclasses
-import json
-import os
 import pickle
 import warnings
 import zipfile
@@ -41,12 +39,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from babygpt import guards
-from babygpt.cli import UserError, check_preset_agrees, float32_problem, load_preset, type_problem
+from babygpt import files, locks, memory
+from babygpt.attention_patterns import attention_pattern
 from babygpt import optimizer as optimizer_state
-from babygpt import runtime
-from babygpt.guards import WriteError, write_atomically
-from babygpt.runtime import barrier, diverged_message
+from babygpt.cli import UserError, check_preset_agrees, float32_problem, load_preset, type_problem
+from babygpt.distributed import barrier
+from babygpt.files import WriteError, write_atomically
+from babygpt.metrics import refuse_earlier_metrics
+from babygpt.stopping import diverged_message
 from babygpt.tokenizer import same_tokenizer, validate_meta
 from model import GPT, GPTConfig
 
@@ -76,7 +76,7 @@ def make_checkpoint(model, optimizer, model_config, train_config, meta, iter_num
 
 
 def save(checkpoint, path):
-    """Write atomically (guards.write_atomically: a temporary file in the same folder, flushed to disk, then
+    """Write atomically (files.write_atomically: a temporary file in the same folder, flushed to disk, then
     renamed over `path`). A crash or a full disk at any moment leaves either the old file or the new one, never
     half of one. Every failure torch.save can raise on a bad disk becomes a CheckpointError."""
     try:
@@ -91,7 +91,7 @@ def load(path, map_location="cpu"):
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file or use --out_dir")
     try:
-        guards.regular_file(path, "checkpoint")  # not found, a FIFO (torch.load would wait forever), a loop ...
+        files.regular_file(path, "checkpoint")  # not found, a FIFO (torch.load would wait forever), a loop ...
     except UserError as e:
         raise CheckpointError(str(e)) from None
     check_unpacked_size(path)
@@ -135,7 +135,7 @@ def check_unpacked_size(path):
         return  # not a zip: torch.load will say what it is
     size = path.stat().st_size
     if declared > 2 * size + (64 << 20):
-        raise CheckpointError(f"{path} unpacks to {guards.gigabytes(declared)} from a {size / 2**20:.1f} MB file "
+        raise CheckpointError(f"{path} unpacks to {memory.gigabytes(declared)} from a {size / 2**20:.1f} MB file "
                               f"(compressed entries; torch.save never writes those); refusing to load it")
 
 
@@ -143,7 +143,7 @@ def check_size(model_config, weights, path):
     """A hand-edited n_embd of 10**6 must be refused in one line, not found out by a MemoryError or a machine
     that swaps for an hour; and an n_layer of 10**5 before load_model spends minutes building it."""
     try:
-        runtime.check_model_fits(GPTConfig(**model_config), batch_size=0, device="cpu")
+        memory.check_model_fits(GPTConfig(**model_config), batch_size=0, device="cpu")
     except UserError as e:
         raise CheckpointError(f"{path}: model_config {e}") from None
     layers = {name.split(".")[1] for name in weights if name.startswith("blocks.")}
@@ -157,6 +157,12 @@ def validate_contents(checkpoint, path):
     model_config = checkpoint["model_config"]
     if not isinstance(model_config, dict):
         raise CheckpointError(f"{path}: model_config must be a dict")
+    # logit_softcap (logits squashed into (-cap, cap)) is an option babygpt no longer has; off, it did nothing
+    if model_config.get("logit_softcap", 0.0) in (0, 0.0):
+        model_config.pop("logit_softcap", None)
+    else:
+        raise CheckpointError(f"{path} was trained with logit_softcap {model_config['logit_softcap']!r}, an "
+                              f"option this babygpt no longer has; train it again without it")
     if problem := type_problem(GPTConfig, model_config) or float32_problem(model_config):
         raise CheckpointError(f"{path}: invalid model_config ({problem})")
     try:
@@ -196,7 +202,8 @@ def resolve(out_dir, ckpt=None):
 
 def load_model(checkpoint, device="cpu", source="the checkpoint"):
     """The GPT stored in a loaded checkpoint, on `device`, in eval mode (dropout off)."""
-    model = GPT(GPTConfig(**checkpoint["model_config"]))
+    config = GPTConfig(**checkpoint["model_config"])
+    model = GPT(config, attention_pattern(config))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as e:  # missing or unexpected names, wrong shapes: the weights do not fit model_config
@@ -267,7 +274,7 @@ def load_for_resume(flags, preset, defaults, model_defaults):
 
 def prepare_out_dir(out_dir, resume, overwrite, machine):
     """Never replace a previous run's checkpoints unless asked to; find out now, not at the first save, whether
-    out_dir can be written; and lock it (guards.lock_folder), so that a second run into the same folder stops
+    out_dir can be written; and lock it (locks.lock_folder), so that a second run into the same folder stops
     at once with the other one's pid instead of writing over its checkpoints and metrics."""
     out_dir = Path(out_dir)
     if not resume and not overwrite and any((out_dir / name).exists() for name in ("ckpt.pt", "last.pt")):
@@ -282,84 +289,8 @@ def prepare_out_dir(out_dir, resume, overwrite, machine):
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
     if machine.master:
-        guards.lock_folder(out_dir, exclusive=True, busy_hint="wait for that run to end, or use another --out_dir")
+        locks.lock_folder(out_dir, exclusive=True, busy_hint="wait for that run to end, or use another --out_dir")
     barrier(machine.world_size)  # every rank has checked out_dir before rank 0 writes into it
-
-
-def is_record(value):
-    """A metrics line is a JSON object with an integer iter; anything else (a list, a number, a line a person or
-    another program added) is not one of ours."""
-    return isinstance(value, dict) and type(value.get("iter")) is int
-
-
-def read_metrics_lines(path):
-    """The lines of metrics.jsonl, decoded with U+FFFD for bytes that are not UTF-8 (such a line is then simply
-    not valid JSON and is skipped like any other non-record line)."""
-    guards.regular_file(path, "metrics file")
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-
-
-def refuse_earlier_metrics(out_dir, resume, overwrite):
-    """A folder holding only an earlier run's metrics (its checkpoints deleted, or it stopped before saving any):
-    a new run would start metrics.jsonl empty, so it needs --overwrite too. An empty one holds nothing."""
-    path = out_dir / "metrics.jsonl"
-    if not resume and not overwrite and path.is_file() and path.stat().st_size:
-        raise UserError(f"{out_dir} already holds {path.name} of an earlier run; use --overwrite to start over "
-                        f"(it is emptied), or another --out_dir")
-
-
-def metrics_up_to(path, iter_num):
-    """The records of metrics.jsonl up to iteration iter_num, and how many lines were dropped. A line cut short
-    by a crash mid-write, or that is not a record, is dropped."""
-    kept, lines = [], read_metrics_lines(path)
-    for line in lines:
-        try:
-            if is_record(record := json.loads(line)) and record["iter"] <= iter_num:
-                kept.append(line)
-        except ValueError:
-            pass
-    return "".join(line + "\n" for line in kept), len(lines) - len(kept)
-
-
-class MetricsLog:
-    """OUT_DIR/metrics.jsonl, one JSON object per line, written by rank 0 only. A new run starts it empty; a
-    resumed one drops the lines written after its checkpoint (they belong to the lost tail of the run) -- by
-    writing the kept lines to a temporary file and renaming it, never by rewriting the file in place (a full
-    disk halfway through would otherwise cut the run's history). Otherwise lines are only ever appended.
-    Every evaluation line also has OUT_DIR/loss.png redrawn from the file (loss_plot.redraw, in this process)."""
-
-    def __init__(self, out_dir, resumed_at, master, vocab_size=None):
-        self.path, self.master, self.vocab_size = Path(out_dir) / "metrics.jsonl", master, vocab_size
-        self.plotting = master  # off after the first failure to draw (one warning, then none)
-        try:
-            if master and resumed_at is not None and os.path.lexists(self.path):
-                kept, dropped = metrics_up_to(self.path, resumed_at)
-                if dropped:
-                    write_atomically(self.path, lambda f: f.write(kept.encode("utf-8")))
-            elif master and resumed_at is None:
-                write_atomically(self.path, lambda f: None)
-            self.file = open(self.path, "a", encoding="utf-8") if master else open(os.devnull, "w")
-        except WriteError as e:
-            raise UserError(f"{e}; the metrics file is kept as it was") from None
-        except OSError as e:  # e.g. metrics.jsonl is a folder
-            raise UserError(f"cannot write {self.path}: {e.strerror}") from None
-
-    def write(self, record):
-        try:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-        except OSError as e:  # e.g. the disk is full
-            raise UserError(f"cannot write {self.path}: {e.strerror}; the checkpoints are kept") from None
-        if self.plotting and "val_loss" in record:  # an evaluation: the picture follows
-            # (imported here, at the first picture: sample.py, which reads checkpoints, never draws)
-            from babygpt import loss_plot
-            self.plotting = loss_plot.redraw(self.path.parent, self.vocab_size)
-
-    def close(self):
-        self.file.close()
 
 
 class Saver:

@@ -10,11 +10,8 @@ import argparse
 import dataclasses
 import difflib
 import inspect
-import io
 import math
-import os
 import re
-import signal
 import sys
 from pathlib import Path
 
@@ -22,15 +19,6 @@ from babygpt import versions  # noqa: F401 -- first: an unsupported Python or to
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "config"
 FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38  # float32's smallest normal, largest
-
-
-def exit_quietly(signum, frame):
-    """Ctrl-C while a script is still importing (torch takes a second or two): no traceback, exit status 130.
-    Each script installs it in its first lines, when it runs as the program:
-        signal.signal(signal.SIGINT, cli.exit_quietly)
-    and run() hands Ctrl-C back to Python (KeyboardInterrupt) once main() starts."""
-    print("interrupted", file=sys.stderr, flush=True)
-    os._exit(130)
 
 
 try:
@@ -44,103 +32,6 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (requi
 
 class UserError(Exception):
     """Something the user can fix. Printed as `error: <message>`, exit status 2."""
-
-
-def run(main, argv=None):
-    """Call main(argv); turn UserError and Ctrl-C into one line and an exit status. A standard output
-    that is closed (`>&-`) or cannot take more (`> /dev/full`) is one line too, and the exit status 2;
-    what was written to disk before stays."""
-    if signal.getsignal(signal.SIGINT) is exit_quietly:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    plug_closed_streams()
-    stdout = sys.stdout
-    try:
-        if stdout is None:
-            raise UserError("standard output is closed (>&-); send it to a file or to /dev/null instead")
-        sys.stdout = StandardOutput(stdout)
-        result = main(argv)
-        sys.stdout.flush()  # what is still in the buffer fails here, not in the interpreter's exit
-        return result
-    except UserError as e:
-        print(shown(f"error: {e}"), file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # e.g. `python sample.py | head`
-        sys.exit(0)
-    except OutputError as e:
-        print(f"error: cannot write to standard output: {e}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if isinstance(sys.stdout, StandardOutput):
-            sys.stdout = stdout
-        from babygpt.guards import release_locks  # (guards imports cli) the run's out_dir and data locks
-        release_locks()
-
-
-def plug_closed_streams():
-    """With stderr closed (`2>&-`) Python has no sys.stderr, and print(file=sys.stderr) writes to stdout:
-    the status lines would mix with a script's output. Or descriptor 2 was taken since by a file opened
-    for reading (a launcher script's): writing fails. Either way they go to /dev/null instead."""
-    if sys.stderr is None or not writable(sys.stderr):
-        sys.stderr = open(os.devnull, "w")
-
-
-def writable(stream):
-    try:
-        import fcntl  # POSIX; elsewhere, trust the stream
-        mode = fcntl.fcntl(stream.fileno(), fcntl.F_GETFL) & os.O_ACCMODE
-    except (ImportError, ValueError, AttributeError, io.UnsupportedOperation):  # no descriptor (a test's)
-        return True
-    except OSError:  # EBADF: closed
-        return False
-    return mode in (os.O_WRONLY, os.O_RDWR)
-
-
-def shown(text):
-    """Text that any stream can print: a byte of a file name that is not UTF-8 (which Python hands over as a
-    lone surrogate) is spelled \\xff, as the shell would show it."""
-    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
-
-
-class OutputError(Exception):
-    """The standard output cannot be written (a full disk, /dev/full, an I/O error)."""
-
-
-class StandardOutput:
-    """sys.stdout while run() runs a script: the same stream, but a failed write is an OutputError, told
-    apart from the OSErrors of the files a script reads and writes. Descriptor 1 then points at
-    /dev/null, so that the interpreter's last flush at exit does not fail (and print) again."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __getattr__(self, name):  # isatty, fileno, encoding, buffer ...: the stream's own
-        return getattr(self.stream, name)
-
-    def write(self, text):
-        try:
-            return self.failing_safely(self.stream.write, text)
-        except UnicodeEncodeError:  # a file name that is not UTF-8, on a strict stream
-            return self.failing_safely(self.stream.write, shown(text))
-
-    def flush(self):
-        return self.failing_safely(self.stream.flush)
-
-    def failing_safely(self, method, *args):
-        try:
-            return method(*args)
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            try:
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, self.stream.fileno())
-                os.close(null)
-            except (OSError, ValueError, AttributeError):
-                pass
-            raise OutputError(e.strerror or str(e)) from None
 
 
 class Parser(argparse.ArgumentParser):
@@ -278,10 +169,11 @@ def check_preset_agrees(preset, preset_values, saved, flags):
 
 
 def check_fields(settings, positive=(), non_negative=(), choices=None, unit_interval=(), above_zero=(),
-                 folders=()):
+                 folders=(), device=False, seed=False):
     """The common checks of a settings dataclass, each failure a one-line ValueError naming the field: no NaN or
     infinity anywhere, counts at least 1, sizes not negative, words from a fixed list, betas in [0, 1), rates
-    above zero, folder names not empty ('' is an unset shell variable, not the working folder)."""
+    above zero, folder names not empty ('' is an unset shell variable, not the working folder); with device=True
+    a device name, with seed=True a seed that fits torch's 64 bits (train.py evaluates with seed + 1)."""
     for name, value in vars(settings).items():  # nan passes every < and > test below, so refuse it first
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
@@ -305,6 +197,10 @@ def check_fields(settings, positive=(), non_negative=(), choices=None, unit_inte
     for name in folders:
         if getattr(settings, name) == "":
             raise ValueError(f"{name} is empty; name a folder")
+    if device and not (settings.device in ("auto", "cpu", "mps", "cuda") or settings.device.startswith("cuda:")):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {settings.device!r}")
+    if seed and not -2**63 <= settings.seed < 2**63 - 1:
+        raise ValueError(f"seed must fit in a signed 64-bit integer, got {settings.seed}")
 
 
 MAX_STEPS, MAX_THREADS, MAX_SEED = 10**9, 1024, 2**62  # the lessons' bounds: past them, nothing sensible runs
@@ -331,7 +227,7 @@ def check_output_file(flag, path):
 
 def float32_problem(values):
     """A float setting that passes a range check can still vanish in float32, the precision the model computes
-    in: 1e-320 becomes 0 (a logit_softcap of 0 divides by zero), 1e39 becomes infinity. The message, or None."""
+    in: 1e-320 becomes 0 (a learning rate of 0 never learns), 1e39 becomes infinity. The message, or None."""
     for name, value in values.items():
         if type(value) is float and value and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
             return f"{name} is {value:g}, which float32 cannot hold (it keeps {FLOAT32_TINY:.2g} to {FLOAT32_MAX:.2g})"

@@ -41,8 +41,8 @@ attention") has the measurements, and what a hand-written step would and would n
 
 The sampling itself is model.sample_next_token, shared with the reference: same logits, same draws.
 
-    engine.generate(model, idx, max_new_tokens, temperature, top_k, generator=g)   # == model.generate(...)
-    for next_token in engine.stream(model, idx, ...): ...                          # one (B, 1) step at a time
+    generate(model, idx, max_new_tokens, temperature, top_k, generator=g)   # == model.generate(...)
+    for next_token in stream(model, idx, ...): ...                          # one (B, 1) step at a time
 """
 
 import math
@@ -200,7 +200,7 @@ def forward(model, idx, cache):
         x = x + attention_with_cache(block.attn, block.ln_1(x), cache, layer, rope)  # (B, T, C)
         x = x + block.mlp(block.ln_2(x))  # (B, T, C)
     cache.length += T
-    return model.head(x[:, -1, :])  # (B, V)
+    return model.lm_head(model.ln_f(x[:, -1, :]))  # (B, V)
 
 
 @torch.inference_mode()  # like no_grad, and cheaper per operation: nothing here is ever differentiated

@@ -3,20 +3,15 @@ loss_plot.py -- a run's loss curves: read OUT_DIR/metrics.jsonl, draw OUT_DIR/lo
 
     python plot.py loss out          # what a person types (plot.py draws its other pictures too)
 
-train.py redraws loss.png after every evaluation (its metrics log, checkpoint.MetricsLog, calls redraw), in its
+train.py redraws loss.png after every evaluation (its metrics log, metrics.MetricsLog, calls redraw), in its
 own process: matplotlib is imported at the first picture, with the Agg backend (no display needed), and each
 redraw takes a fraction of a second next to an evaluation. A plotting problem (no matplotlib, a full disk) costs
 one warning, and plotting stays off for that run.
 """
 
-import json
 import math
-import os
-import sys
-from pathlib import Path
 
-from babygpt import guards
-from babygpt.checkpoint import is_record, read_metrics_lines  # the metrics file, as train.py writes it
+from babygpt import files
 from babygpt.cli import UserError
 
 
@@ -35,70 +30,13 @@ def save_png(fig, path, dpi=100):
     """Write atomically (temporary file, then rename), so a reader never sees half a PNG. Any failure of the disk
     (full, read-only, a folder in the way) is one line."""
     try:
-        return guards.write_atomically(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
-    except guards.WriteError as e:
+        return files.write_atomically(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+    except files.WriteError as e:
         raise UserError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------------------------
 # loss curves, from OUT_DIR/metrics.jsonl
-
-
-def read_metrics(out_dir):
-    """The records train.py wrote to OUT_DIR/metrics.jsonl, in order. Lines that are not records (a half-written
-    last line, bytes that are not UTF-8, JSON that is not an object with an integer iter and a finite train_loss)
-    are skipped, with a count on stderr: one bad line must not hide a whole run's curves."""
-    path = Path(out_dir) / "metrics.jsonl"
-    if not Path(out_dir).is_dir():
-        raise UserError(f"{out_dir} is not a folder (give the --out_dir of a training run)")
-    if not os.path.lexists(path):
-        raise UserError(f"{path} not found: train there first (python train.py --out_dir {out_dir})")
-    lines = read_metrics_lines(path)
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if is_metrics_record(record):
-            records.append(record)
-    if len(lines) > len(records):
-        print(f"note: skipped {len(lines) - len(records)} line(s) of {path} that are not metrics records",
-              file=sys.stderr)
-    if not records:
-        raise UserError(f"{path} is empty (no metrics records): the run has not logged anything yet")
-    return records
-
-
-def is_metrics_record(record):
-    """An object with an integer iter and the numbers loss_curves draws. Evaluation lines have a val_loss and an
-    eval_train_loss (train_loss in files written before 2026-11-24); step lines a train_loss and an lr."""
-    if not isinstance(record, dict):
-        return False
-    if "val_loss" in record:
-        keys = ("tokens", "eval_train_loss" if "eval_train_loss" in record else "train_loss", "val_loss")
-    else:
-        keys = ("tokens", "train_loss", "lr")
-    return is_record(record) and all(type(record.get(key)) in (int, float) for key in keys)
-
-
-def loss_curves(records):
-    """Split metrics records into the series the loss plot draws. Each series is a dict of equal-length lists.
-        batch: every logged step -- iter, tokens, train_loss (of that one batch: noisy), lr
-        eval:  every evaluation  -- iter, tokens, train_loss and val_loss (averaged over eval_iters batches)
-    Evaluation lines are the ones with a val_loss; a resumed run can repeat an iteration, the later line wins.
-    An evaluation line's train loss is eval_train_loss (train_loss in files written before 2026-11-24)."""
-    batch, evals = {}, {}
-    for r in records:
-        if "val_loss" in r:
-            evals[r["iter"]] = {**r, "train_loss": r.get("eval_train_loss", r.get("train_loss"))}
-        else:
-            batch[r["iter"]] = r
-    series = {
-        "batch": {key: [batch[i][key] for i in sorted(batch)] for key in ("iter", "tokens", "train_loss", "lr")},
-        "eval": {key: [evals[i][key] for i in sorted(evals)] for key in ("iter", "tokens", "train_loss", "val_loss")},
-    }
-    return series
 
 
 def draw_loss(runs, path, dpi=100):
@@ -143,16 +81,3 @@ def draw_loss(runs, path, dpi=100):
 # train.py's side: loss.png redrawn after every evaluation, in the training process
 
 
-def redraw(out_dir, vocab_size=None):
-    """Draw OUT_DIR/loss.png from OUT_DIR/metrics.jsonl; True if it worked. Never raises: a picture must never
-    stop a run. A failure (no matplotlib, a full disk, a folder in the way) prints one warning and returns
-    False, and train.py (checkpoint.MetricsLog) then draws no more for that run."""
-    out_dir = Path(out_dir)
-    try:
-        draw_loss([(out_dir.name, loss_curves(read_metrics(out_dir)), vocab_size)], out_dir / "loss.png")
-        return True
-    except Exception as e:  # noqa: BLE001 -- any failure: the run goes on without its picture
-        why = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-        print(f"warning: could not draw {out_dir / 'loss.png'} ({why}); plotting is off for this run",
-              file=sys.stderr)
-        return False

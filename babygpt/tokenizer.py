@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tiktoken
 
-from babygpt import guards
+from babygpt import files
 from babygpt.bpe import SPLIT_PATTERNS, ranks_from_base64, ranks_to_base64
 from babygpt.cli import UserError
 
@@ -306,10 +306,10 @@ def read_meta(data_dir):
     if not os.path.lexists(data_dir):
         raise FileNotFoundError(f"data folder {data_dir} not found: run `python prepare.py --out_dir "
                                 f"{data_dir}` first (or name another folder with --data_dir)")
-    guards.folder(data_dir, "data folder")
+    files.folder(data_dir, "data folder")
     path = Path(data_dir) / "meta.json"
     try:
-        meta = json.loads(guards.regular_file(path, "meta file").read_text(encoding="utf-8"))
+        meta = json.loads(files.regular_file(path, "meta file").read_text(encoding="utf-8"))
     except UserError as e:
         if os.path.lexists(path):
             raise ValueError(str(e)) from None

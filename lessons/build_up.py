@@ -54,13 +54,15 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from babygpt import checkpoint
-from babygpt import runtime
 import train
-from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_output_file, check_range, load_preset, run
-from model import GPT, Block, GPTConfig
+from babygpt import checkpoint
+from babygpt.cli import (MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_output_file,
+                         check_range, load_preset)
 from babygpt.optimizer import make_optimizer
+from babygpt.runner import run
+from babygpt.threads import use_threads
 from babygpt.tokenizer import read_meta
+from model import GPT, Block, GPTConfig
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "build_up.png"
 
@@ -422,7 +424,7 @@ def main(argv=None):
     if args.classic and not any(sid in TWINS for sid in step_ids):
         raise UserError(f"--classic checks steps {' and '.join(TWINS)} against train.py; --only has neither")
     if args.threads:
-        runtime.use_threads(args.threads)
+        use_threads(args.threads)
 
     try:
         meta = read_meta(args.data_dir)

@@ -21,10 +21,11 @@ import time
 import torch
 import torch.nn as nn
 
-from babygpt import runtime
-from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_range, run
-from model import GPT, Block, GPTConfig, explicit_attention
+from babygpt import threads
+from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_range
 from babygpt.optimizer import make_optimizer
+from babygpt.runner import run
+from model import GPT, Block, GPTConfig, explicit_attention
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 BOS = len(LETTERS)  # token 26: "begin the answer", the decoder's first input
@@ -187,7 +188,7 @@ def main(argv=None):
     check_range("batch_size", args.batch_size, 1, 65536)
     check_range("seed", args.seed, 0, MAX_SEED)
     check_range("threads", args.threads, 1, MAX_THREADS)
-    runtime.use_threads(args.threads)
+    threads.use_threads(args.threads)
     model, acc, seconds = train(args.task, args.length, args.iters, args.batch_size, seed=args.seed)
     src, tgt = make_examples(3, args.length, args.task, torch.Generator().manual_seed(args.seed + 2000))
     for s, g in zip(src, model.eval().generate(src, args.length)):

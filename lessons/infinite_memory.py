@@ -18,7 +18,6 @@ Tiny Shakespeare. Shapes: B batch, T segment length (= block_size), C n_embd, N 
 being fitted, P points where the signal is read, S segments, nh heads, hs head size.
 """
 
-import argparse
 import math
 import time
 from dataclasses import dataclass
@@ -28,10 +27,12 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from babygpt import runtime
-from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, add_dataclass_flags, check_output_file, check_range, run
-from model import GPT, GPTConfig
+from babygpt.cli import (MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, add_dataclass_flags,
+                         check_output_file, check_range)
 from babygpt.optimizer import make_optimizer
+from babygpt.runner import run
+from babygpt.threads import use_threads
+from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -335,7 +336,9 @@ def memory_sizes(model, num_segments, block_size):
 
 def shakespeare_batch(data, batch_size, num_segments, block_size, generator):
     """B random stretches of S*T characters cut into S segments: x, y (B, S, T), y shifted by one."""
-    from train import get_batch  # train.py's batching: random windows and their next-token targets
+    from train import (
+        get_batch,  # train.py's batching: random windows and their next-token targets
+    )
 
     x, y = get_batch(data, batch_size, num_segments * block_size, generator)  # (B, S*T) each
     return x.view(batch_size, num_segments, block_size), y.view(batch_size, num_segments, block_size)
@@ -502,7 +505,7 @@ def main(argv=None):
     check_range("seed", cfg.seed, 0, MAX_SEED)
     if cfg.part == "figure":
         check_output_file("figure", cfg.figure)
-    runtime.use_threads(cfg.threads)
+    use_threads(cfg.threads)
     if cfg.part == "figure":
         save_reconstruction_figure(cfg.figure)
         print(f"wrote {cfg.figure}")

@@ -29,7 +29,8 @@ import torch
 if __package__ in (None, ""):  # run as `python lessons/message_passing.py`: make the repo's modules importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from babygpt.cli import Parser, run  # noqa: E402
+from babygpt.cli import Parser  # noqa: E402
+from babygpt.runner import run
 from model import CausalSelfAttention, GPTConfig  # noqa: E402
 
 

@@ -6,7 +6,7 @@ Lesson: sparse attention (BigBird) -- change which tokens may talk, and the cost
 
 The GPT itself changes in one place: CausalSelfAttention passes a boolean mask to attention instead of the
 lower triangle (GPTConfig.attn_pattern = "bigbird", or "sliding" for the window alone; model.py builds the
-masks: causal_mask, bigbird_mask). This lesson
+causal and sliding masks, babygpt/attention_patterns.py draws BigBird's: bigbird_mask). This lesson
   1. counts the query-key pairs each pattern computes as T grows (full: T(T+1)/2, sliding window: ~T*w,
      BigBird: ~T(w+g+r)),
   2. draws both masks into docs/figures/bigbird_mask.png,
@@ -21,10 +21,12 @@ from pathlib import Path
 import torch
 
 import train
-from babygpt import runtime
+from babygpt import threads
 from babygpt.attention_patterns import count_pairs, sliding_mask
-from babygpt.cli import MAX_STEPS, Parser, check_output_file, check_range, run
-from model import bigbird_mask, causal_mask
+from babygpt.cli import MAX_STEPS, Parser, check_output_file, check_range
+from babygpt.runner import run
+from babygpt.attention_patterns import bigbird_mask
+from model import causal_mask
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "bigbird_mask.png"
 
@@ -86,7 +88,7 @@ def main(argv=None):
         check_range(flag, getattr(args, flag), low, 4096)  # 4096: the longest sequence of the table
     check_range("iters", args.iters, 0, MAX_STEPS)
     check_output_file("figure", args.figure)
-    runtime.use_threads(1)  # tiny models: one thread is as fast, and kinder to a shared machine
+    threads.use_threads(1)  # tiny models: one thread is as fast, and kinder to a shared machine
 
     print(f"query-key pairs, full causal vs a sliding window of {args.window} vs BigBird (that window, "
           f"{args.n_global} global, {args.n_random} random):")

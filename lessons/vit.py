@@ -25,10 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from babygpt import runtime
-from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_range, run
-from model import GPT, Block, GPTConfig
+from babygpt import threads
+from babygpt.cli import MAX_SEED, MAX_STEPS, MAX_THREADS, Parser, UserError, check_range
 from babygpt.optimizer import make_optimizer
+from babygpt.runner import run
+from model import GPT, Block, GPTConfig
 
 IMAGE_SIZE, PATCH_SIZE, CLASSES = 28, 7, "0123456789"
 FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
@@ -205,7 +206,7 @@ def main(argv=None):
     check_range("seed", args.seed, 0, MAX_SEED)
     check_range("threads", args.threads, 1, MAX_THREADS)
     check_range("show", args.show, 0, 1000)
-    runtime.use_threads(args.threads)
+    threads.use_threads(args.threads)
     if args.show:
         save_examples(FIGURE, args.show)
         print(f"saved {args.show} training images to {FIGURE}")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import train
-from babygpt.cli import UserError, run
+from babygpt.cli import UserError
+from babygpt.runner import run
 from prepare import download_shakespeare, prepare
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,9 +5,10 @@ model's output at t depends on exactly the last L * (W - 1) + 1 inputs."""
 import pytest
 import torch
 
-from babygpt.attention_patterns import count_pairs, receptive_field, sliding_mask
+from babygpt.attention_patterns import (attention_pattern, bigbird_mask, count_pairs, receptive_field,
+                                        sliding_mask)
 from lessons.sparse_attention import pairs_table
-from model import GPT, GPTConfig, bigbird_mask, causal_mask
+from model import GPT, GPTConfig, causal_mask
 
 SMALL = dict(block_size=32, vocab_size=11, n_layer=2, n_head=2, n_embd=24)
 
@@ -61,8 +62,9 @@ def test_bigbird_mask_is_reproducible_and_seeded():
 def test_bigbird_with_full_window_equals_causal_attention(attn_impl):
     torch.manual_seed(0)
     causal = GPT(GPTConfig(**SMALL, attn_impl=attn_impl)).eval()
-    sparse = GPT(GPTConfig(**SMALL, attn_impl=attn_impl, attn_pattern="bigbird", bigbird_window=32,
-                           bigbird_global=0, bigbird_random=0)).eval()
+    sparse_config = GPTConfig(**SMALL, attn_impl=attn_impl, attn_pattern="bigbird", bigbird_window=32,
+                              bigbird_global=0, bigbird_random=0)
+    sparse = GPT(sparse_config, attention_pattern(sparse_config)).eval()
     sparse.load_state_dict(causal.state_dict())  # the mask is not a saved weight: the same state_dict fits both
     idx = torch.randint(0, 11, (3, 32), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -74,7 +76,7 @@ def test_bigbird_model_cannot_see_outside_its_pattern():
     """Changing a token outside a query's window, globals and random links leaves that query's logits alone."""
     torch.manual_seed(0)
     cfg = GPTConfig(**{**SMALL, "n_layer": 1}, attn_pattern="bigbird", bigbird_window=4, bigbird_global=1, bigbird_random=1)
-    model = GPT(cfg).eval()
+    model = GPT(cfg, attention_pattern(cfg)).eval()
     mask = model.blocks[0].attn.pattern
     t = 31
     hidden = (~mask[t, :t]).nonzero().flatten()  # earlier keys that query t may not read

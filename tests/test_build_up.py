@@ -4,16 +4,17 @@ point holds on Tiny Shakespeare; the last step is model.GPT."""
 import numpy as np
 import pytest
 import torch
-
-from babygpt import checkpoint
-import train
-from babygpt.cli import run
 from conftest import train_main
-from lessons.build_up import (STEP_IDS, Bigram, StepBlock, bigram_floor, build_step, main, mean_loss, parse_only,
-                              recipe, step_config, table, train_model, whole_split)
+
+import train
+from babygpt import checkpoint
+from babygpt.runner import run
+from babygpt.tokenizer import read_meta
+from lessons.build_up import (STEP_IDS, Bigram, StepBlock, bigram_floor, build_step, main,
+                              mean_loss, parse_only, recipe, step_config, table, train_model,
+                              whole_split)
 from model import GPT, Block, GPTConfig
 from prepare import prepare
-from babygpt.tokenizer import read_meta
 
 # A small stand-in for the classic shape: the same structure, steps of a few milliseconds.
 SMALL = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=32)

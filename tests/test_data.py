@@ -5,8 +5,8 @@ import json
 import numpy as np
 import torch
 
-from prepare import prepare
 from babygpt.tokenizer import CharTokenizer, UnknownCharacters, read_meta
+from prepare import prepare
 from train import get_batch, load_split
 
 

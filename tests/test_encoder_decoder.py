@@ -3,7 +3,8 @@ and its encoder sees the whole source."""
 
 import torch
 
-from lessons.encoder_decoder import BOS, VOCAB_SIZE, EncoderDecoder, decoder_inputs, make_examples, train
+from lessons.encoder_decoder import (BOS, VOCAB_SIZE, EncoderDecoder, decoder_inputs, make_examples,
+                                     train)
 from model import GPTConfig
 
 

@@ -5,12 +5,12 @@ import shutil
 
 import pytest
 import torch
+from conftest import TINY, run_script, train_main
 
 import prepare
-import train
 import sample
-from babygpt.cli import run
-from conftest import TINY, run_script, train_main
+import train
+from babygpt.runner import run
 
 
 def fails(main, argv, capsys):

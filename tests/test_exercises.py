@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from exercises import NAMES
 from exercises.__main__ import main
 from exercises.checker import HERE, SOLUTIONS, check

@@ -21,16 +21,15 @@ from collections import Counter
 import pytest
 import regex
 import torch
-
-from babygpt import checkpoint
-import plot
-import prepare
-from babygpt import runtime
-import sample
-import train
-from babygpt.cli import run
 from conftest import ROOT, TINY, train_main
 from test_errors import fails
+
+import plot
+import prepare
+import sample
+import train
+from babygpt import checkpoint, stopping
+from babygpt.runner import run
 
 
 def run_limited(script, *args, file_size=None, address_space=None, cwd=ROOT):
@@ -370,9 +369,9 @@ def test_resume_past_max_iters_says_so(trained_run, capsys):
 
 
 def test_a_float_setting_that_float32_cannot_hold_is_named(slice_dir, tmp_path, capsys):
-    err = fails(train.main, ["--data_dir", slice_dir, "--out_dir", tmp_path / "o", *TINY, "--logit_softcap", "1e-320"],
+    err = fails(train.main, ["--data_dir", slice_dir, "--out_dir", tmp_path / "o", *TINY, "--min_lr", "1e-320"],
                 capsys)
-    assert "logit_softcap is 9.99989e-321, which float32 cannot hold" in err
+    assert "min_lr is 9.99989e-321, which float32 cannot hold" in err
 
 
 def test_a_symlink_loop_is_called_a_loop(tmp_path, capsys):
@@ -381,7 +380,7 @@ def test_a_symlink_loop_is_called_a_loop(tmp_path, capsys):
 
 
 def test_the_resume_hint_is_shell_quoted():
-    line = runtime.farewell(True, "SIGINT", 3, "my runs/out 1", 1.0, 2.0)
+    line = stopping.farewell(True, "SIGINT", 3, "my runs/out 1", 1.0, 2.0)
     assert line.endswith("Continue with: python train.py --out_dir 'my runs/out 1' --resume")
 
 

@@ -12,25 +12,26 @@ import sys
 import textwrap
 
 import pytest
-
-from babygpt import guards
-import prepare
-from babygpt.bpe import ranks_to_base64
-from babygpt.tokenizer import MAX_TOKEN_BYTES, read_meta
 from conftest import ROOT
+
+import prepare
+from babygpt import locks
+from babygpt.bpe import ranks_to_base64
+from babygpt.files import WriteError, remove_folder, verify_split, write_atomically
+from babygpt.tokenizer import MAX_TOKEN_BYTES, read_meta
 
 
 def data_files(data_dir):
     """Every file of a data folder (leftover folders included, by name), but the lock."""
     return {p.name: (p.read_bytes() if p.is_file() else "folder") for p in data_dir.iterdir()
-            if p.name != guards.LOCK_NAME}
+            if p.name != locks.LOCK_NAME}
 
 
 def readable_by_train(data_dir):
     """train.py's checks: meta.json valid, each split of the size and checksum it records."""
     read_meta(data_dir)
     for split in ("train", "val"):
-        guards.verify_split(data_dir, split)
+        verify_split(data_dir, split)
 
 
 def prepare_new(text, data_dir):
@@ -80,16 +81,16 @@ def test_prepare_failing_at_each_rename_in_turn_leaves_the_old_data_set_whole(ol
 
 def test_prepare_failing_at_each_write_in_turn_leaves_the_old_data_set_whole(old_and_new, monkeypatch):
     data_dir, before, new_text, after = old_and_new
-    real_write = guards.write_atomically
+    real_write = prepare.files.write_atomically
     for k in range(1, 10):
         calls = []
 
         def write_atomically(path, write, k=k, calls=calls):
             calls.append(path)
             if len(calls) == k:
-                raise guards.WriteError(f"could not write {path}: No space left on device")
+                raise WriteError(f"could not write {path}: No space left on device")
             return real_write(path, write)
-        monkeypatch.setattr(guards, "write_atomically", write_atomically)
+        monkeypatch.setattr(prepare.files, "write_atomically", write_atomically)
         try:
             prepare_new(new_text, data_dir)
         except prepare.UserError as e:
@@ -166,8 +167,8 @@ def test_prepare_killed_at_each_rename_in_turn_loses_nothing(old_and_new, tmp_pa
         assert result.returncode == -signal.SIGKILL, result.stderr
         in_place = {n: v for n, v in files.items() if n not in (prepare.STAGING, prepare.BACKUP)}
         if in_place == before or in_place == after:
-            guards.remove_folder(data_dir / prepare.STAGING)
-            guards.remove_folder(data_dir / prepare.BACKUP)
+            remove_folder(data_dir / prepare.STAGING)
+            remove_folder(data_dir / prepare.BACKUP)
         else:
             assert "meta.json" not in files, f"killed at rename {k}: a mixture {sorted(files)}"
             with pytest.raises(FileNotFoundError, match=r"\.prepare-old"):
@@ -175,7 +176,7 @@ def test_prepare_killed_at_each_rename_in_turn_loses_nothing(old_and_new, tmp_pa
             prepare.restore_interrupted(data_dir)
             assert data_files(data_dir) == {**before, **({prepare.STAGING: "folder"}
                                                          if prepare.STAGING in files else {})}
-            guards.remove_folder(data_dir / prepare.STAGING)
+            remove_folder(data_dir / prepare.STAGING)
         readable_by_train(data_dir)
     assert k > 6
 
@@ -187,9 +188,9 @@ def test_a_command_line_that_is_not_utf8_or_is_huge_still_takes_the_lock(tmp_pat
     lone surrogates, which a plain .encode() refuses."""
     for argv in (["prepare.py", "--input", "bad\udcff.txt"], ["train.py", "--out_dir", "x" * 1_000_000]):
         monkeypatch.setattr(sys, "argv", argv)
-        guards.lock_folder(tmp_path, True, "")
-        note = (tmp_path / guards.LOCK_NAME).read_bytes()
-        guards.unlock_folder(tmp_path)
+        locks.lock_folder(tmp_path, True, "")
+        note = (tmp_path / locks.LOCK_NAME).read_bytes()
+        locks.unlock_folder(tmp_path)
         assert note.startswith(f"pid {os.getpid()} (python {argv[0]}".encode()) and len(note) < 300, note
 
 
@@ -331,7 +332,7 @@ def test_prepare_with_standard_output_closed_says_so(small_input, tmp_path):
 
 def test_a_full_standard_output_in_process(tmp_path, monkeypatch, capsys):
     """run() tells the standard output's failure from the disk's, with a real /dev/full."""
-    from babygpt.cli import run
+    from babygpt.runner import run
     full = open("/dev/full", "w")
     monkeypatch.setattr(sys, "stdout", full)
 

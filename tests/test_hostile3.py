@@ -12,13 +12,14 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, TINY, train_main
+from test_hostile2 import one_line, run_with
 
 import sample
-from babygpt import checkpoint, runtime
-from babygpt.cli import UserError, run
-from conftest import ROOT, TINY, train_main
+from babygpt import checkpoint, compiling, device, runner
+from babygpt.cli import UserError
+from babygpt.runner import run
 from model import GPT, GPTConfig
-from test_hostile2 import one_line, run_with
 
 
 def sample_main(capsys, *argv):
@@ -58,7 +59,7 @@ def test_a_huge_prompt_file_is_read_from_its_tail_only(trained_run, shakespeare_
 
 
 def test_a_prompt_file_cut_inside_a_character_or_a_line_break(tmp_path):
-    from babygpt.guards import read_text_tail
+    from babygpt.files import read_text_tail
     path = tmp_path / "p.txt"
     path.write_bytes("é€\r\nab".encode("utf-8"))  # é: 2 bytes, €: 3 bytes
     assert read_text_tail(path, 100) == path.read_text(encoding="utf-8") == "é€\nab"
@@ -130,13 +131,12 @@ def test_a_training_piped_into_head_keeps_training(slice_dir, tmp_path):
 
 def test_a_closed_pipe_in_training_goes_to_dev_null_and_says_so_once(tmp_path, capsys):
     """The same in this process, with a real pipe whose reading end is closed."""
-    from babygpt import guards
     read_end, write_end = os.pipe()
     os.close(read_end)
     stream = os.fdopen(write_end, "w")
     try:
         def main(argv):
-            guards.outlive_a_closed_pipe(tmp_path)
+            runner.outlive_a_closed_pipe(tmp_path)
             for i in range(3):
                 print("x" * 100_000)  # past the buffer: the write itself meets the closed pipe
             return "went on"
@@ -220,10 +220,10 @@ def test_a_compile_failure_after_the_trial_goes_on_uncompiled_with_one_line(in_b
     model, reference = GPT(config), GPT(config)
     reference.load_state_dict(model.state_dict())
     x = torch.randint(0, 11, (2, 16))
-    compiled = runtime.compile_or_fallback(model, x, x, runtime.autocast_context("cpu", "float32"),
+    compiled = compiling.compile_or_fallback(model, x, x, device.autocast_context("cpu", "float32"),
                                            backend=failing_for({8}, in_backward))
     assert compiled is not model  # the trial on a batch of 2 went through
-    guarded = runtime.CompileGuard(model, compiled)
+    guarded = compiling.CompileGuard(model, compiled)
     train_steps(guarded, model)
     train_steps(reference, reference)
     err = capsys.readouterr().err
@@ -323,7 +323,7 @@ def test_the_default_prompt_needs_no_newline_in_the_vocabulary(shakespeare_text,
 def test_a_gpu_index_this_machine_does_not_have_is_one_line():
     missing = f"cuda:{torch.cuda.device_count()}"  # cuda:1 on a one-GPU machine, cuda:0 on one without
     with pytest.raises(UserError) as error:
-        runtime.pick_device(missing)
+        device.pick_device(missing)
     if torch.cuda.is_available():
         assert f"this machine has {torch.cuda.device_count()} CUDA GPU" in str(error.value)
     else:

@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from babygpt.cli import run
-from lessons.infinite_memory import (
-    RECALL_VOCAB, GPTConfig, InfiniteMemoryGPT, MemoryConfig, WindowGPT, contract, expected_basis,
-    gaussian_density, main, matching_window_config, recall_accuracy, recall_batch, reconstruct,
-    reconstruction_error, ridge_fit, train_recall,
-)
+from babygpt.runner import run
+from lessons.infinite_memory import (RECALL_VOCAB, GPTConfig, InfiniteMemoryGPT, MemoryConfig,
+                                     WindowGPT, contract, expected_basis, gaussian_density, main,
+                                     matching_window_config, recall_accuracy, recall_batch,
+                                     reconstruct, reconstruction_error, ridge_fit, train_recall)
 
 
 def test_ridge_fit_reproduces_a_signal_in_the_basis_span():

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from babygpt.cli import tomllib
 from babygpt.versions import MIN_TORCH, environment_problem, version_tuple
-from conftest import ROOT
 
 USAGE = ROOT / "docs" / "usage.md"  # its "Use it from a notebook" section
 

@@ -18,10 +18,10 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, TINY, train_main
 
 from babygpt import checkpoint
-from conftest import ROOT, TINY, train_main
-from babygpt.runtime import StopSignal
+from babygpt.stopping import StopSignal
 
 MAX_ITERS = 40
 RUN = ["--eval_interval", 10, "--dropout", 0.1, "--max_iters", MAX_ITERS, *TINY]

@@ -7,11 +7,11 @@ import json
 import shutil
 
 import pytest
+from conftest import ROOT, train_main
+from test_tools import SWEEP, assert_one_line_or_done
 
 import train
 from babygpt.cli import load_preset
-from conftest import ROOT, train_main
-from test_tools import SWEEP, assert_one_line_or_done
 from tools import budget
 
 # the laptop preset's recipe on a model small enough for a test (its optimizer, schedule and levers as they are)

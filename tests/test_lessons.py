@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lessons.message_passing import causal_graph, fully_connected_graph, main, message_passing_attention
+from lessons.message_passing import (causal_graph, fully_connected_graph, main,
+                                     message_passing_attention)
 from model import CausalSelfAttention, GPTConfig
 
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from model import GPT, GPTConfig, sample_next_token
 from babygpt.optimizer import make_optimizer
+from model import GPT, GPTConfig, sample_next_token
 
 SMALL = dict(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=24)
 

@@ -2,13 +2,13 @@
 define the model (no process, no signal handler, no exit), and a copy of the file by itself trains and samples,
 the way a learner copies it into a notebook."""
 
-import pytest
 import ast
 import os
 import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 MODEL = ROOT / "model.py"
@@ -86,7 +86,9 @@ import model
 torch.manual_seed(0)
 tiny = dict(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=24)
 for extra in ({}, dict(attn_pattern="sliding", pos_emb="rope"), dict(attn_pattern="bigbird", bigbird_window=4)):
-    gpt = model.GPT(model.GPTConfig(**tiny, **extra))
+    # BigBird's links are drawn by the package (attention_patterns.py); any causal mask will do here
+    pattern = model.causal_mask(16, window=4) if extra.get("attn_pattern") == "bigbird" else None
+    gpt = model.GPT(model.GPTConfig(**tiny, **extra), pattern)
     optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-2)
     batch = torch.randint(0, 11, (4, 17))
     losses = []

@@ -13,11 +13,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import ROOT, train_main
 
 import sample
 from babygpt import checkpoint
-from babygpt.cli import run
-from conftest import ROOT, train_main
+from babygpt.runner import run
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -45,3 +45,16 @@ def test_a_checkpoint_of_7e9e551_samples_and_resumes_the_way_that_code_did(optim
     assert expected.keys() == resumed["model"].keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(resumed["model"][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_checkpoint_that_set_the_retired_logit_softcap_is_refused_in_one_line(tmp_path, capsys):
+    """logit_softcap is gone from model.py: a checkpoint with it off (0.0, as the fixtures above) loads; one that
+    used it cannot be reproduced and is refused by name, with no traceback."""
+    from test_errors import fails
+
+    state = torch.load(FIXTURES / "checkpoint-7e9e551-adamw" / "last.pt", weights_only=True)
+    assert state["model_config"]["logit_softcap"] == 0.0
+    state["model_config"]["logit_softcap"] = 5.0
+    torch.save(state, tmp_path / "capped.pt")
+    err = fails(sample.main, ["--ckpt", tmp_path / "capped.pt"], capsys)
+    assert "was trained with logit_softcap 5.0, an option this babygpt no longer has" in err

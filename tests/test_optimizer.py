@@ -7,8 +7,8 @@ import re
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from babygpt.muon import Muon, make_muon_optimizer
 from babygpt.optimizer import adamw_step, load_state, make_optimizer, weight_decay_groups
 from model import GPT, GPTConfig

@@ -6,10 +6,10 @@ import shutil
 import statistics
 
 import pytest
-
-from tools import peer, whole_val
 from conftest import ROOT
+
 from prepare import prepare
+from tools import peer, whole_val
 
 TINY_BABYGPT = ("--n_layer 1 --n_head 2 --n_embd 16 --block_size 16 --batch_size 4 --eval_iters 2 --sample_chars 8 "
                 "--threads 1 --max_iters 6 --eval_interval 3 --warmup_iters 2")

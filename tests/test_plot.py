@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from babygpt import checkpoint
-import plot
-from babygpt.cli import run
 from conftest import TINY, train_main
 from test_errors import fails
+
+import plot
+from babygpt import checkpoint
+from babygpt.attention_patterns import attention_pattern
+from babygpt.runner import run
 
 
 def png_size(path):
@@ -183,7 +184,8 @@ def test_attention_maps_follow_rotary_qk_norm_and_sparse_models(options, tmp_pat
     from model import GPT, GPTConfig
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, **options)).eval()
+    config = GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, **options)
+    model = GPT(config, attention_pattern(config)).eval()
     with torch.no_grad():  # sharpen attention, so a wrong mask or a missing rotation shows
         for block in model.blocks:
             block.attn.c_attn.weight.mul_(10)

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import ROOT
+from test_errors import fails
 
 import sample
 import train
-from conftest import ROOT
-from test_errors import fails
 
 
 def repo_python_files():

@@ -11,19 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, TINY, train_main
 from torch.nn import functional as F
 
-from tools import generation, speed, whole_val
-from babygpt import checkpoint
-from babygpt import runtime
 import train
+from babygpt import checkpoint, compiling, device
 from babygpt.cli import PRESET_DIR, tomllib  # tomllib, or tomli on Python 3.10
-from conftest import ROOT, TINY, train_main
-from model import GPT, GPTConfig, apply_rotary, rotary_cos_sin
 from babygpt.muon import hidden_matrices, make_muon_optimizer, orthogonalize
+from model import GPT, GPTConfig, apply_rotary, rotary_cos_sin
+from tools import generation, speed, whole_val
 
-MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp_act="relu2", tie_head=False, zero_init_proj=True,
-              logit_softcap=30.0, bias=False)
+MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp_act="relu2", tie_head=False, zero_init_proj=True, bias=False)
 
 
 def tiny_model(seed=0, **options):
@@ -116,25 +114,25 @@ def test_linear_warm_down_goes_straight_to_min_lr():
 
 def test_cuda_gets_bf16_autocast_compile_and_fused_adamw_and_the_cpu_fused_adamw_only():
     auto = train.TrainConfig()
-    assert runtime.system_settings(auto, "cuda", bf16_supported=True) == {"dtype": "bfloat16", "compile": True, "fused": True}
-    assert runtime.system_settings(auto, "cuda", bf16_supported=False)["dtype"] == "float32"  # e.g. a V100
-    assert runtime.system_settings(auto, "cpu", bf16_supported=False) == {"dtype": "float32", "compile": False, "fused": True}
+    assert device.system_settings(auto, "cuda", bf16_supported=True) == {"dtype": "bfloat16", "compile": True, "fused": True}
+    assert device.system_settings(auto, "cuda", bf16_supported=False)["dtype"] == "float32"  # e.g. a V100
+    assert device.system_settings(auto, "cpu", bf16_supported=False) == {"dtype": "float32", "compile": False, "fused": True}
     # a CPU with bfloat16 instructions (AVX-512 BF16, AMX) multiplies bf16 matrices faster: autocast there too
-    assert runtime.system_settings(auto, "cpu", bf16_supported=True) == {"dtype": "bfloat16", "compile": False, "fused": True}
-    assert runtime.system_settings(train.TrainConfig(dtype="float32"), "cpu", True)["dtype"] == "float32"
-    assert runtime.fast_bf16("mps") is False
+    assert device.system_settings(auto, "cpu", bf16_supported=True) == {"dtype": "bfloat16", "compile": False, "fused": True}
+    assert device.system_settings(train.TrainConfig(dtype="float32"), "cpu", True)["dtype"] == "float32"
+    assert device.fast_bf16("mps") is False
     # the CPU's bf16 instructions, read from /proc/cpuinfo, agree with what torch's own (private) check says
     if Path("/proc/cpuinfo").exists():
         torch_says = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        assert runtime.fast_bf16("cpu") == torch_says
-    assert runtime.system_settings(auto, "mps", bf16_supported=False)["fused"] is False
-    assert runtime.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
-    assert runtime.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True
+        assert device.fast_bf16("cpu") == torch_says
+    assert device.system_settings(auto, "mps", bf16_supported=False)["fused"] is False
+    assert device.system_settings(train.TrainConfig(compile="off"), "cuda", True)["compile"] is False
+    assert device.system_settings(train.TrainConfig(compile="on"), "cpu", False)["compile"] is True
     a = torch.randn(4, 4)
-    with runtime.autocast_context("cpu", "bfloat16"):
+    with device.autocast_context("cpu", "bfloat16"):
         assert (a @ a).dtype == torch.bfloat16  # matmuls in bf16 under autocast ...
     assert (a @ a).dtype == torch.float32  # ... and only there
-    with runtime.autocast_context("cpu", "float32"):
+    with device.autocast_context("cpu", "float32"):
         assert (a @ a).dtype == torch.float32
 
 
@@ -145,7 +143,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_model_and_changes_nothing(ca
     model = tiny_model()
     x = torch.randint(0, 11, (2, 16))
     rng_before = torch.get_rng_state()
-    chosen = runtime.compile_or_fallback(model, x, x, runtime.autocast_context("cpu", "float32"), backend=broken_backend)
+    chosen = compiling.compile_or_fallback(model, x, x, device.autocast_context("cpu", "float32"), backend=broken_backend)
     assert chosen is model
     assert "torch.compile failed" in capsys.readouterr().err
     assert torch.equal(torch.get_rng_state(), rng_before)

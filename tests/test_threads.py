@@ -1,4 +1,4 @@
-"""Threads that keep their speed when another program holds a core (babygpt/runtime.py's ThreadPicker).
+"""Threads that keep their speed when another program holds a core (babygpt/threads.py's ThreadPicker).
 
 The choice logic runs on a fake clock: a simulated 2-core machine whose step time depends on the thread count
 and on whether another program is busy (the numbers measured on this repo's 2-core machine, docs/threads.md).
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from babygpt import runtime
+from babygpt import threads
 from babygpt.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ class Machine:
 
 def auto_picker(machine, **kwargs):
     torch.set_num_threads(2)
-    return runtime.ThreadPicker(most=2, clock=machine.clock, **kwargs)
+    return threads.ThreadPicker(most=2, clock=machine.clock, **kwargs)
 
 
 def test_a_quiet_machine_keeps_every_core_after_a_short_look_at_fewer():
@@ -105,11 +105,11 @@ def test_a_core_taken_mid_run_is_noticed_and_given_back_when_the_machine_is_quie
 def test_a_forced_thread_count_is_never_changed():
     machine = Machine()
     machine.busy = True
-    picker = runtime.use_threads(2, adapt=True)
+    picker = threads.use_threads(2, adapt=True)
     picker.clock = machine.clock
     counts, lines = machine.run(picker, 300)
     assert lines == [] and set(counts) == {2}
-    picker = runtime.use_threads(1, adapt=True)
+    picker = threads.use_threads(1, adapt=True)
     picker.clock = machine.clock
     machine.busy = False
     counts, lines = machine.run(picker, 600)
@@ -120,7 +120,7 @@ def test_auto_without_adapting_is_torchs_default_and_stays_put():
     machine = Machine()
     machine.busy = True
     torch.set_num_threads(2)
-    picker = runtime.use_threads(0, adapt=False)  # a GPU, or several processes under torchrun
+    picker = threads.use_threads(0, adapt=False)  # a GPU, or several processes under torchrun
     picker.clock = machine.clock
     counts, lines = machine.run(picker, 100)
     assert lines == [] and set(counts) == {2}
@@ -150,7 +150,7 @@ def test_one_slow_step_is_not_a_busy_machine():
 
 def test_more_threads_than_cpus_is_one_line():
     with pytest.raises(UserError, match="more than the"):
-        runtime.use_threads((os.cpu_count() or 1) + 1)
+        threads.use_threads((os.cpu_count() or 1) + 1)
 
 
 @pytest.mark.slow

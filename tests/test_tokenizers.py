@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 import tiktoken
 import tiktoken.load
-
-from babygpt import checkpoint
-import sample
-from babygpt.bpe import encode_with_merges, train_bpe
-from babygpt.cli import run
 from conftest import ROOT, TINY, skip_for_missing_data, train_main
-from prepare import main as prepare_main, prepare
-from babygpt.tokenizer import (BPETokenizer, CharTokenizer, GPT2Tokenizer, StreamDecoder, TokenizerUnavailable,
-                       bits_per_character, read_meta, same_tokenizer, tokenizer_from_meta, validate_meta)
+
+import sample
+from babygpt import checkpoint
+from babygpt.bpe import encode_with_merges, train_bpe
+from babygpt.runner import run
+from babygpt.tokenizer import (BPETokenizer, CharTokenizer, GPT2Tokenizer, StreamDecoder,
+                               TokenizerUnavailable, bits_per_character, read_meta, same_tokenizer,
+                               tokenizer_from_meta, validate_meta)
+from prepare import main as prepare_main
+from prepare import prepare
 
 SHARED_TIKTOKEN_CACHE = ROOT.parent / "shared" / "data" / "tiktoken-cache"
 

@@ -13,10 +13,9 @@ import traceback
 
 import pytest
 import torch
-
-from babygpt import checkpoint
-from babygpt.cli import run
 from conftest import ROOT, TINY, train_main
+
+from babygpt.runner import run
 from prepare import prepare
 from tools import busy, generation, peer, speed, whole_val
 

@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
+from conftest import TINY, run_script, train_main
 
 from babygpt import checkpoint
-from conftest import TINY, run_script, train_main
-from babygpt.runtime import pick_dtype
+from babygpt.device import pick_dtype
 from train import TrainConfig, learning_rate_at
 
 

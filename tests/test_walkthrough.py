@@ -7,8 +7,8 @@ import os
 import re
 
 import pytest
-
 from conftest import ROOT
+
 from prepare import prepare
 
 WALKTHROUGH = ROOT / "docs" / "walkthrough.md"

@@ -24,11 +24,13 @@ import sys
 from pathlib import Path
 
 import train
-from babygpt import runtime
-from babygpt.cli import UserError, load_preset, run
+from babygpt import device
+from babygpt.cli import UserError, load_preset
 from babygpt.loss_plot import new_figure, save_png
+from babygpt.runner import run
 from tools.common import ToolParser, file_name, write_json
-from tools.peer import NANOGPT_CLASSIC, nanogpt_whole_val, our_val_tokens, prepare_nanogpt_data, timed_run
+from tools.peer import (NANOGPT_CLASSIC, nanogpt_whole_val, our_val_tokens, prepare_nanogpt_data,
+                        timed_run)
 from tools.whole_val import best_checkpoint_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +119,7 @@ def budget(args):
 def host():
     """What the wall times depend on: the CPU, its core count, and whether it multiplies in bfloat16."""
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "fast_bf16": runtime.fast_bf16("cpu"), "load_before": os.getloadavg()[0]}
+            "fast_bf16": device.fast_bf16("cpu"), "load_before": os.getloadavg()[0]}
 
 
 def print_table(runs):

@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from babygpt.cli import UserError, known_presets, run
+from babygpt.cli import UserError, known_presets
+from babygpt.runner import run
 from tools.common import ToolParser, count
 
 ROOT = Path(__file__).resolve().parent.parent

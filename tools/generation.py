@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from babygpt import engine
-from babygpt import guards
-from babygpt import runtime
 import train
-from babygpt.cli import UserError, build, load_preset, run
+from babygpt import engine
+from babygpt.cli import UserError, build, load_preset
+from babygpt.memory import check_memory, memory_needed
+from babygpt.runner import run
+from babygpt.threads import use_threads
 from model import GPT, GPTConfig, rotary_cos_sin
 from tools.common import ToolParser, count, file_name, peak_memory_mb, preset_names, write_json
 
@@ -64,14 +65,14 @@ def time_generation(model, num_samples, new_tokens, kv_cache, batched, refill_ev
 
 def check_batch_fits(config, samples):
     """Refuse, before any tensor is made, more samples at once than this machine's memory holds."""
-    _, needed = runtime.memory_needed(config, samples, training=False)
-    guards.check_memory(needed, f"{samples:,} samples at once", "use a smaller --samples")
+    _, needed = memory_needed(config, samples, training=False)
+    check_memory(needed, f"{samples:,} samples at once", "use a smaller --samples")
 
 
 def sample(args):
     if args.lengths:
         return sample_lengths(args)
-    runtime.use_threads(args.threads)
+    use_threads(args.threads)
     preset = load_preset(args.preset, train.DEFAULTS)
     shape = {k: preset[k] for k in ("n_layer", "n_head", "n_embd", "block_size") if k in preset}
     config = GPTConfig(vocab_size=65, **shape)
@@ -177,7 +178,7 @@ def preset_model(preset):
 def sample_lengths(args):
     """Characters/s over the first N characters, for each N in --lengths, for every exact way of generating from
     each preset's model (random weights: speed does not depend on them). Modes take turns in every round."""
-    runtime.use_threads(args.threads)
+    use_threads(args.threads)
     try:
         lengths = sorted({int(n) for n in args.lengths.split(",")})
     except ValueError:
@@ -266,14 +267,14 @@ def rolling_step(model, token, position, keys, values, cos, sin):
         y = F.scaled_dot_product_attention(q, keys[layer], values[layer], attn_mask=filled)  # (B, nh, 1, hs)
         x = x + block.attn.c_proj(y.transpose(1, 2).reshape(x.shape))  # (B, 1, C)
         x = x + block.mlp(block.ln_2(x))  # (B, 1, C)
-    return model.head(x[:, -1])  # (B, V)
+    return model.lm_head(model.ln_f(x[:, -1]))  # (B, V)
 
 
 @torch.inference_mode()
 def decode_step(args):
     """ms per character, in turns: the cpu model's forward over block_size characters (crop and recompute),
     engine.forward's rolling-cache step of cpu-sliding (eager), and rolling_step compiled (--compile 1)."""
-    runtime.use_threads(args.threads)
+    use_threads(args.threads)
     full, sliding = preset_model("cpu"), preset_model("cpu-sliding")
     config = sliding.config
     shape = (config.n_layer, 1, config.n_head, config.attn_window, config.n_embd // config.n_head)

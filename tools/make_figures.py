@@ -8,15 +8,15 @@ The run goes to a temporary folder (or --keep_dir, to look at it afterwards with
 The same torch version on the same kind of machine gives the same pictures: every seed is fixed.
 """
 
-import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-from babygpt import checkpoint
 import plot
 import train
-from babygpt.cli import Parser, run
+from babygpt import checkpoint
+from babygpt.cli import Parser
+from babygpt.runner import run
 from babygpt.tokenizer import tokenizer_from_meta
 
 FIGURES = ROOT / "docs" / "figures"

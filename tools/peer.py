@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from babygpt.cli import UserError, run
 import train
+from babygpt.cli import UserError
+from babygpt.runner import run
 from tools.common import ToolParser, count, data_meta, finite, write_json
 from tools.whole_val import best_checkpoint_loss, whole_split_loss
 

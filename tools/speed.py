@@ -19,12 +19,14 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from babygpt import checkpoint
-from babygpt import runtime
 import train
-from babygpt.cli import UserError, build, run
+from babygpt import checkpoint, compiling, threads
+from babygpt.cli import UserError, build
+from babygpt.device import autocast_context, fast_bf16, pick_device, system_settings
+from babygpt.runner import run
 from model import GPT, GPTConfig
-from tools.common import ToolParser, count, data_meta, finite, peak_memory_mb, preset_names, write_json
+from tools.common import (ToolParser, count, data_meta, finite, peak_memory_mb, preset_names,
+                          write_json)
 
 # ----------------------------------------------------------------------------------------------------------------
 # throughput and time-to-loss: a preset's training step, exactly as train.py runs it
@@ -46,8 +48,8 @@ class PresetRun:
         self.train_data = train.load_split(data_dir, "train", self.model_config.block_size)
         self.val_data = train.load_split(data_dir, "val", self.model_config.block_size)
         device_type = device.split(":")[0]
-        settings = runtime.system_settings(self.cfg, device_type, runtime.fast_bf16(device_type))
-        self.autocast = runtime.autocast_context(device_type, settings["dtype"])
+        settings = system_settings(self.cfg, device_type, fast_bf16(device_type))
+        self.autocast = autocast_context(device_type, settings["dtype"])
         torch.manual_seed(self.cfg.seed)
         self.model = GPT(self.model_config).to(device)
         self.optimizer = train.build_optimizer(self.model, self.cfg, fused=settings["fused"])
@@ -55,7 +57,7 @@ class PresetRun:
         self.step_model = self.model
         if settings["compile"]:
             x, y = self.batch(self.generators[0])
-            self.step_model = runtime.compile_or_fallback(self.model, x, y, self.autocast)
+            self.step_model = compiling.compile_or_fallback(self.model, x, y, self.autocast)
         self.iter_num, self.train_seconds = 0, 0.0
         self.tokens_per_iter = self.cfg.gradient_accumulation_steps * self.cfg.batch_size * self.model_config.block_size
 
@@ -66,7 +68,7 @@ class PresetRun:
     def train(self, iters):
         """iters optimizer steps, the body of train.py's loop (without its logging); returns their seconds."""
         if self.cfg.threads:
-            runtime.use_threads(self.cfg.threads)
+            threads.use_threads(self.cfg.threads)
         sync()
         start = time.perf_counter()
         for _ in range(iters):
@@ -205,7 +207,7 @@ class _EagerGPT(nn.Module):
 def throughput(args):
     """Chunks of the preset's step, the eager reference's step and a matmul measurement, taken in turns, so a
     change in machine load hits all of them alike; medians over the rounds."""
-    device = runtime.pick_device(args.device)
+    device = pick_device(args.device)
     run_ = PresetRun(args.preset, args.data_dir, device, overrides=_overrides(args))
     contenders = [run_] + ([EagerReference(run_)] if args.eager else [])
     for c in contenders:
@@ -241,7 +243,7 @@ def time_to_loss(args):
     Each round moves every preset 1/evals of its own run forward (timed), then scores it on a fixed val set
     (not timed). So all presets advance in step and finish in the same round: every preset sees the same machine
     load throughout, and the ratio holds even when the load drifts over time."""
-    device = runtime.pick_device(args.device)
+    device = pick_device(args.device)
     runs = [PresetRun(name, args.data_dir, device, overrides=_overrides(args)) for name in preset_names(args.presets, train.DEFAULTS)]
     curves = {r.name: [(0, 0.0, r.val_loss(args.eval_batches))] for r in runs}
     def running(r):
@@ -337,7 +339,7 @@ def levers(args):
 
     def run_(name, iters):
         lever, model, step_model, optimizer, generator, it = states[name]
-        autocast = runtime.autocast_context("cpu", "bfloat16" if lever["bf16"] else "float32")
+        autocast = autocast_context("cpu", "bfloat16" if lever["bf16"] else "float32")
         start = time.process_time()
         for _ in range(iters):
             if lever["rng"]:

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from babygpt import checkpoint
-from babygpt.cli import UserError, run
-from babygpt.tokenizer import same_tokenizer
 import train
+from babygpt import checkpoint
+from babygpt.cli import UserError
+from babygpt.runner import run
+from babygpt.tokenizer import same_tokenizer
 from tools.common import ToolParser, data_meta
 
 
