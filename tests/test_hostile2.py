@@ -17,7 +17,7 @@ from conftest import ROOT
 import prepare
 from babygpt import locks
 from babygpt.bpe import ranks_to_base64
-from babygpt.files import WriteError, remove_folder, verify_split, write_atomically
+from babygpt.files import WriteError, remove_folder, verify_split
 from babygpt.tokenizer import MAX_TOKEN_BYTES, read_meta
 
 
