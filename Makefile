@@ -19,7 +19,7 @@ PIP_ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-slow test-all install clean
+.PHONY: demo test test-slow test-all install clean gpu-check
 
 install: $(VENV)/.installed
 
@@ -47,3 +47,6 @@ test-all: install
 
 clean:  # the venv only: training runs (out*/) and data/ are kept
 	rm -rf $(VENV) .pytest_cache
+
+gpu-check:  # on a CUDA machine with torch installed: the gpu preset, compile on/off, sampling, torchrun, one table
+	python -m tools.gpu_check

@@ -274,9 +274,8 @@ def main(argv=None):
     eval_model = compiling.maybe_compile(model, example, machine)
     train_model = distributed.wrap_for_ranks(eval_model, machine)
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
-    print(f"model: {model.num_params():,} parameters, {model_config.n_layer} layers, "
-          f"{model_config.n_head} heads, {model_config.n_embd} wide, block {block_size}, "
-          f"vocab {model_config.vocab_size}")
+    print(f"model: {model.num_params():,} parameters, {model_config.n_layer} layers, {model_config.n_head}"
+          f" heads, {model_config.n_embd} wide, block {block_size}, vocab {model_config.vocab_size}")
     print(machine.describe(compiled=eval_model is not model)
           + f"; {tokens_per_iter:,} tokens per iteration")
     metrics = MetricsLog(cfg.out_dir, resumed_at, machine.master, meta["vocab_size"])
@@ -334,7 +333,8 @@ def main(argv=None):
     distributed.shut_down(machine)
     seconds, best = time.perf_counter() - run_start, saver.best_val_loss
     print(farewell(stopping, stop.received, iter_num, cfg.out_dir, seconds, best))
+    return stop.exit_status  # 0 when done; 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
 
 
 if __name__ == "__main__":
-    runner.run(main)
+    raise SystemExit(runner.run(main))  # the exit status says whether the run finished

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -35,11 +36,28 @@ class UserError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line gives one line, not the usage block."""
+    """argparse, but a flag is never guessed from its first letters (argparse would take --lr for
+    --lr_decay_iters), a bad command line gives one line, not the usage block, and a misspelt flag gets
+    "did you mean"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message):
-        print(f"error: {config_file_hint(message) or message} (see {self.prog} --help)", file=sys.stderr)
+        hint = config_file_hint(message) or self.did_you_mean(message) or message
+        print(f"error: {hint} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+    def did_you_mean(self, message):
+        """"unrecognized arguments: --temprature 0.5" gets "; did you mean --temperature?" (the closest flag)."""
+        if not message.startswith("unrecognized arguments:"):
+            return None
+        known = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
+        for word in message.split(":", 1)[1].split():
+            flag = word.split("=", 1)[0]
+            if flag.startswith("--") and (close := difflib.get_close_matches(flag, known, n=1, cutoff=0.6)):
+                return f"{message}; did you mean {close[0]}?"
+        return None
 
 
 def config_file_hint(message):
@@ -64,7 +82,7 @@ def parse_bool(text):
 
 
 def known_presets():
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml") if p.is_file())
 
 
 def preset_parser(prog, description, default_preset, defaults, argv):
@@ -148,14 +166,20 @@ def preset_note(argv):
 def read_preset(name):
     """config/NAME.toml as a dict; a missing file or bad TOML is one line."""
     path = PRESET_DIR / f"{name}.toml"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UserError(f"unknown preset {name!r}; known presets: {', '.join(known_presets())}")
+    if not path.is_file():  # a folder, a FIFO (reading it would wait forever), a device, a broken link
+        raise UserError(f"preset file {path} is not a regular file")
     if tomllib is None:
         raise UserError("reading a preset on Python 3.10 needs the tomli package: pip install tomli")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}); a preset is a UTF-8 TOML file") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
 
 
 def check_preset_agrees(preset, preset_values, saved, flags):

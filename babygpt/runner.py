@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from babygpt import locks
 from babygpt.cli import UserError
 
 
@@ -52,10 +53,7 @@ def run(main, argv=None):
     finally:
         if isinstance(sys.stdout, StandardOutput):
             sys.stdout = stdout
-        from babygpt.locks import (
-            release_locks,  # (guards imports cli) the run's out_dir and data locks
-        )
-        release_locks()
+        locks.release_locks()  # the run's out_dir and data locks
 
 
 def plug_closed_streams():
@@ -64,6 +62,11 @@ def plug_closed_streams():
     for reading (a launcher script's): writing fails. Either way they go to /dev/null instead."""
     if sys.stderr is None or not writable(sys.stderr):
         sys.stderr = open(os.devnull, "w")
+    # a character the terminal's encoding lacks (PYTHONIOENCODING=ascii, a C locale) is printed as \xe9,
+    # never a UnicodeEncodeError in the middle of a run
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def writable(stream):

@@ -28,6 +28,13 @@ class StopSignal:
                 self.previous[sig] = signal.signal(sig, self.handle)
         return self
 
+    @property
+    def exit_status(self):
+        """What the shell sees: 0 for a run no signal stopped; 128 + the signal's number for one that a signal
+        stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), as shells and CI read "interrupted". A rank that
+        torchrun's other ranks stopped has no signal of its own: 0, and rank 0 tells."""
+        return 128 + signal.Signals[self.received].value if self.received else 0
+
     def handle(self, signum, frame):
         if self.received:
             raise KeyboardInterrupt

@@ -20,11 +20,20 @@ def use_threads(threads, adapt=True):
     adapt=False (a GPU, or several processes under torchrun), auto is simply torch's default count."""
     if threads < 0:
         raise UserError(f"--threads must not be negative, got {threads}")
-    if threads > (os.cpu_count() or 1):
-        raise UserError(f"--threads {threads} is more than the {os.cpu_count()} CPUs of this machine")
+    if threads > usable_cpus():
+        where = f"{os.cpu_count()} CPUs of this machine" if usable_cpus() == os.cpu_count() else \
+            f"{usable_cpus()} CPUs this process may use (taskset, a container: of {os.cpu_count()})"
+        raise UserError(f"--threads {threads} is more than the {where}")
     if threads:
         torch.set_num_threads(threads)
     return ThreadPicker(most=torch.get_num_threads(), adapts=not threads and adapt)
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity: taskset, a container's cpuset), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class ThreadPicker:

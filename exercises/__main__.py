@@ -5,15 +5,16 @@ python -m exercises check NAME --solutions   the same checks on exercises/soluti
 python -m exercises train [--solutions]      your pieces as a GPT, trained next to babygpt's own (about a minute)
 """
 
-import argparse
 import sys
 from pathlib import Path
+
+from babygpt.cli import Parser
 
 from exercises import EXERCISES, NAMES, unknown_name_message
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m exercises", description="Write babygpt's pieces yourself "
+    parser = Parser(prog="python -m exercises", description="Write babygpt's pieces yourself "
                                      "and check them (see exercises/__init__.py).")
     parser.add_argument("command", nargs="?", default="list", help="list (the default), check or train")
     parser.add_argument("name", nargs="?", help="the exercise to check (check only)")

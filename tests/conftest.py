@@ -71,10 +71,10 @@ def trained_run(slice_dir, tmp_path_factory):
     return out_dir
 
 
-def run_script(script, *args, cwd=ROOT, stdin=None):
+def run_script(script, *args, cwd=ROOT, stdin=None, timeout=120):
     """Run one of the repo's scripts in a fresh Python process, as a user would."""
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def pytest_unconfigure(config):
