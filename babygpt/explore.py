@@ -73,10 +73,12 @@ class Loaded:
         self.path = Path(path)
         self.stamp = stamp(self.path)  # before reading: a file replaced while we read is offered again
         try:
-            self.state = checkpoint.load(self.path)
-            self.model = checkpoint.load_model(self.state, source=self.path)
+            state = checkpoint.load(self.path)
+            self.model = checkpoint.load_model(state, source=self.path)
         except checkpoint.CheckpointError as e:
             raise UserError(str(e)) from None
+        # what the page shows (the optimizer's state and the random streams are not kept: memory)
+        self.state = {key: state[key] for key in ("iter_num", "best_val_loss", "meta")}
         self.tokenizer = plot.tokenizer_of(self.state)
         self.context = engine.context_length(self.model.config)  # the prompt tokens sample.py keeps
         self.embeddings = None  # computed at the first /api/embeddings
@@ -281,6 +283,8 @@ class Explorer:
             return 404, {"error": f"no such address: {path}"}
         if (method == "GET") != (path in gets):
             return 405, {"error": f"{path} takes {'GET' if path in gets else 'POST'}"}
+        if path == "/api/status":  # polled: never waits behind a long generation
+            return 200, self.status()
         try:
             with self.computing:
                 return 200, gets[path]() if method == "GET" else posts[path](self.loaded)
@@ -309,6 +313,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = self.read_body()
             if body is not None:
                 self.reply(*self.server.explorer.answer("POST", self.path, body))
+
+    def do_PUT(self):
+        if self.allowed_host():
+            self.reply(405, {"error": "this server answers GET and POST only"})
+
+    do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_PUT
 
     def allowed_host(self):
         """Only pages of this address may talk to it: a web site that renames itself 127.0.0.1 (DNS rebinding)

@@ -233,6 +233,11 @@ def test_bodies_without_a_length_or_too_long_and_foreign_hosts_are_refused(serve
     assert raw_request(served, huge) == 413
     # a page of another site that renamed itself 127.0.0.1 (DNS rebinding) sends its own name
     assert call(served, "/api/info", headers={"Host": "evil.example:80"})[0] == 403
+    for method in ("PUT", "DELETE", "HEAD"):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request(method, "/api/info")
+        assert connection.getresponse().status == 405
+        connection.close()
     assert call(served, "/api/info")[0] == 200
 
 
