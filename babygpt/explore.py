@@ -242,7 +242,7 @@ class Explorer:
         self.names = tuple(dict.fromkeys((path.name, *CHECKPOINT_NAMES)))  # what /api/load may read
         self.loaded = Loaded(path)
         self.computing = threading.Lock()
-        self.metrics = (None, None)  # (metrics.jsonl's time, its curves), read again when the time changes
+        self.metrics = ("never read", None)  # (metrics.jsonl's time, its curves), read again when it changes
 
     def status(self):
         files = {name: stamp(self.run_dir / name) for name in (*self.names, "metrics.jsonl")}

@@ -196,6 +196,8 @@ def test_every_checkpoint_kind(kind, trained_run, shakespeare_text, tmp_path):
             status, answer = call(server, path, body)
             assert status == 200, answer
         assert answer["tokenizer"] == tokenizer.kind
+        status, answer = call(server, "/api/metrics")  # a checkpoint without a metrics file beside it
+        assert status == 200 and not answer["available"] and "metrics.jsonl not found" in answer["why"]
     finally:
         server.shutdown()
         server.server_close()
@@ -307,6 +309,12 @@ def test_it_listens_on_127_0_0_1_only(served):
     for address in other_local_addresses():
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((address, served.server_port), timeout=10).close()
+
+
+def test_explore_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plot.main(["explore", "--help"])
+    assert exit_info.value.code == 0 and "--no_open" in capsys.readouterr().out
 
 
 def test_a_port_in_use_and_a_missing_run_are_one_line(served, trained_run, tmp_path, capsys):
