@@ -5,6 +5,7 @@ plot.py -- look inside a run and a model: loss curves, attention maps, embedding
     python plot.py loss out-a out-b --out cmp.png    # several runs overlaid, to compare experiments
     python plot.py attention --ckpt out --text "ROMEO: But soft"   # out/attention.png: layer x head grid
     python plot.py embeddings --ckpt out             # out/embeddings.png: characters in 2-D, positions
+    python plot.py explore --ckpt out                # all of it live in the browser, for any text you type
     python plot.py attention --help                  # the flags of one subcommand
 
 Each picture has two halves here: a function that prepares the numbers (loss_curves, attention_maps,
@@ -251,6 +252,11 @@ def embeddings_command(args):
     print(f"wrote {draw_embeddings(model, labels, args.out or run_dir / 'embeddings.png')}")
 
 
+def explore_command(args):
+    from babygpt import explore  # the page's web server (babygpt/explore.py), imported only here
+    explore.serve(args.ckpt, args.port, open_browser=not args.no_open)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -277,6 +283,14 @@ def main(argv=None):
     p.add_argument("--ckpt", required=True, help="a run's folder (its ckpt.pt is read) or a checkpoint file")
     p.add_argument("--out", help="PNG to write (default: embeddings.png beside the checkpoint)")
     p.set_defaults(func=embeddings_command)
+
+    p = commands.add_parser("explore", help="a live page: next-token probabilities, attention, generation, ...",
+                            description="A page on 127.0.0.1 for any text you type: next-token probabilities, "
+                                        "loss, attention, step-by-step generation, embeddings, the loss curves.")
+    p.add_argument("--ckpt", required=True, help="a run's folder (its ckpt.pt is read) or a checkpoint file")
+    p.add_argument("--port", type=int, default=0, help="the port to listen on (default: a free one)")
+    p.add_argument("--no_open", action="store_true", help="only print the address; open no browser")
+    p.set_defaults(func=explore_command)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -44,6 +44,7 @@ NOT_HERE = {  # what this test leaves to others, and why
     "my_text.txt": "a placeholder for the learner's own file",
     "my.txt": "a placeholder for the learner's own file",
     "bpe": "training a BPE takes 10 s or more; tests/test_tokenizers.py trains one",
+    "explore": "a web server that runs until Ctrl-C: tests/test_explore_live.py starts and stops it",
 }
 
 
