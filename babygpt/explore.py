@@ -10,7 +10,7 @@ as JSON, and the server computes them with the functions plot.py and sample.py u
     GET  /api/info        the loaded checkpoint: its settings, its context length, sample.py's defaults
     GET  /api/status      the times of the run's ckpt.pt, last.pt, metrics.jsonl (os.stat only: polling costs
                           nothing) and which checkpoints are newer than the one loaded
-    GET  /api/metrics     the loss curves (loss_plot.read_metrics and loss_curves, as plot.py loss draws them)
+    GET  /api/metrics     the loss curves (metrics.read_metrics and loss_curves, as plot.py loss draws them)
     GET  /api/embeddings  every token in 2-D (plot.embedding_pca) and its nearest neighbours
     POST /api/analyze     {text}: its tokens, the loss at each position, every layer x head's attention weights
                           (plot.attention_maps) and each layer's mask
@@ -42,7 +42,7 @@ import plot  # the same functions as plot.py attention and plot.py embeddings
 import sample  # the same prompt handling and settings as sample.py
 from babygpt import checkpoint, engine
 from babygpt.cli import UserError
-from babygpt.loss_plot import loss_curves, read_metrics
+from babygpt.metrics import loss_curves, read_metrics
 from babygpt.tokenizer import UnknownCharacters
 from model import layer_mask
 
@@ -391,7 +391,7 @@ def make_server(ckpt, port=0):
 
 
 def serve(ckpt, port=0, open_browser=True):
-    """plot.py explore: serve until Ctrl-C, which closes the port (cli.run then says "interrupted")."""
+    """plot.py explore: serve until Ctrl-C, which closes the port (runner.run then says "interrupted")."""
     server = make_server(ckpt, port)
     address = f"http://127.0.0.1:{server.server_port}/"
     torch.set_num_threads(1)  # one core for the page: a training beside it keeps the others

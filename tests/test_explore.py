@@ -21,8 +21,9 @@ import plot
 import sample
 from babygpt import checkpoint, explore
 from babygpt.bpe import ranks_to_base64, train_bpe
-from babygpt.cli import run
-from babygpt.loss_plot import loss_curves, read_metrics
+from babygpt.attention_patterns import attention_pattern
+from babygpt.runner import run
+from babygpt.metrics import loss_curves, read_metrics
 from babygpt.tokenizer import GPT2Tokenizer, TokenizerUnavailable
 from conftest import skip_for_missing_data
 from model import GPT, GPTConfig, sample_next_token
@@ -151,7 +152,8 @@ def variant(trained_run, folder, meta=None, **options):
     if meta:
         state["meta"], options["vocab_size"] = meta, meta["vocab_size"]
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**{**state["model_config"], **options}))
+    config = GPTConfig(**{**state["model_config"], **options})
+    model = GPT(config, attention_pattern(config))
     state["model_config"], state["model"] = dataclasses.asdict(model.config), model.state_dict()
     folder.mkdir()
     checkpoint.save(state, folder / "ckpt.pt")

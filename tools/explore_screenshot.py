@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from babygpt.cli import Parser, UserError, run
+from babygpt.cli import Parser, UserError
+from babygpt.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
