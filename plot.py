@@ -18,7 +18,7 @@ import math
 import signal
 from pathlib import Path
 
-from babygpt import runner
+from babygpt import files, runner
 
 # Ctrl-C during the slow imports below (torch: a second or two): "interrupted", not a traceback
 if __name__ == "__main__":
@@ -63,6 +63,7 @@ def vocab_size_of_run(out_dir):
 def loss_command(args):
     runs = [(str(d), loss_curves(read_metrics(d)), vocab_size_of_run(d)) for d in args.out_dirs]
     out = args.out or (Path(args.out_dirs[0]) / "loss.png" if len(args.out_dirs) == 1 else "loss.png")
+    files.output_file(out, "png", "--out")  # never a checkpoint, a device, a link: checked before drawing
     print(f"wrote {draw_loss(runs, out)}")
 
 
@@ -177,11 +178,12 @@ def load_checkpoint_arg(ckpt):
 
 def attention_command(args):
     state, model, run_dir = load_checkpoint_arg(args.ckpt)
+    out = files.output_file(args.out or run_dir / "attention.png", "png", "--out")
     tokenizer = tokenizer_of(state)
     idx = encode_text(tokenizer, args.text, model.config.block_size)  # (1, T)
     maps = attention_maps(model, idx)[:, 0]  # (n_layer, nh, T, T)
     labels = token_labels(tokenizer, idx[0].tolist())  # one per token (a BPE token can be a whole word)
-    print(f"wrote {draw_attention(maps, labels, args.out or run_dir / 'attention.png')}")
+    print(f"wrote {draw_attention(maps, labels, out)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,8 +250,9 @@ def draw_embeddings(model, vocab, path, dpi=100):
 
 def embeddings_command(args):
     state, model, run_dir = load_checkpoint_arg(args.ckpt)
+    out = files.output_file(args.out or run_dir / "embeddings.png", "png", "--out")
     labels = token_labels(tokenizer_of(state), range(model.config.vocab_size))
-    print(f"wrote {draw_embeddings(model, labels, args.out or run_dir / 'embeddings.png')}")
+    print(f"wrote {draw_embeddings(model, labels, out)}")
 
 
 def explore_command(args):
@@ -293,6 +296,8 @@ def main(argv=None):
     p.set_defaults(func=explore_command)
 
     args = parser.parse_args(argv)
+    if getattr(args, "out", None):  # a folder named by the user must exist; checked before any work
+        files.output_file(args.out, "png", "--out")
     args.func(args)
 
 

@@ -123,26 +123,36 @@ def prepare(text, out_dir, source_name="input", tokenizer="char", vocab_size=512
     the tokens) gives every tokenizer exactly the same validation text, so their bits per character
     can be compared. A byte-order mark at the start is left out (input_sha256 is still the
     input's)."""
-    input_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    text = text.removeprefix(BOM)
-    split = int(len(text) * TRAIN_FRACTION)
-    train_text, val_text = text[:split], text[split:]
-    tokenizer = make_tokenizer(tokenizer, train_text, text, vocab_size, source_name)
-    train_ids = np.array(tokenizer.encode(train_text), dtype=np.uint16)
-    val_ids = np.array(tokenizer.encode(val_text), dtype=np.uint16)
+    out_dir, made_here = Path(out_dir), not os.path.lexists(out_dir)
+    hold_folder(out_dir)  # for the whole run: a second prepare.py into it is refused, not raced
+    try:
+        input_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        text = text.removeprefix(BOM)
+        split = int(len(text) * TRAIN_FRACTION)
+        train_text, val_text = text[:split], text[split:]
+        tokenizer = make_tokenizer(tokenizer, train_text, text, vocab_size, source_name)
+        train_ids = np.array(tokenizer.encode(train_text), dtype=np.uint16)
+        val_ids = np.array(tokenizer.encode(val_text), dtype=np.uint16)
+        restore_interrupted(out_dir)
+        return write_data_set(out_dir, tokenizer, train_text, val_text, train_ids, val_ids,
+                              input_sha256, source_name)
+    except BaseException:
+        if made_here:  # a folder this run made holds nothing of value: no empty folder left behind
+            files.remove_folder(out_dir)
+        raise
+    finally:
+        locks.unlock_folder(out_dir)
 
+
+def hold_folder(out_dir):
+    """OUT_DIR, made if missing and locked for this process alone (re-entrant: main and prepare both ask)."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {out_dir}: {e.strerror}") from None
     locks.lock_data_dir(out_dir, exclusive=True)
-    try:
-        restore_interrupted(out_dir)
-        return write_data_set(out_dir, tokenizer, train_text, val_text, train_ids, val_ids,
-                              input_sha256, source_name)
-    finally:
-        locks.unlock_folder(out_dir)
+    return out_dir
 
 
 DATA_FILES = ("train.bin", "val.bin", "bpe.tiktoken", "meta.json")  # meta.json last: it commits
@@ -277,6 +287,8 @@ def main(argv=None):
                        "bpe": Path(f"data/shakespeare_bpe{args.vocab_size}")}[args.tokenizer]
         out_dir = Path(args.out_dir) if args.out_dir else default_dir
         input_path = (out_dir if args.out_dir else SHAKESPEARE_DIR) / "input.txt"
+        if out_dir.is_dir():  # held before the download: a second prepare.py into it is refused at once
+            hold_folder(out_dir)
         if not input_path.exists():
             download_shakespeare(input_path)
     text = read_text(input_path)

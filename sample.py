@@ -35,6 +35,7 @@ from babygpt.tokenizer import (StreamDecoder, TokenizerUnavailable, UnknownChara
                                tokenizer_from_meta)
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
+MAX_PROMPT_LINE = 1 << 20  # characters of one --interactive line (the model reads only its end)
 MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0
 
 
@@ -86,6 +87,8 @@ def read_prompt(start, max_bytes):
     if not start.startswith("FILE:"):
         return start
     path = Path(start[len("FILE:") :])
+    if not start[len("FILE:") :]:
+        raise UserError("--start FILE: names no file; give FILE:path (or the prompt itself)")
     try:
         # a regular file (a FIFO would never end), and only the tail that the model reads
         return files.read_text_tail(files.regular_file(path, "prompt file"), max_bytes)
@@ -106,6 +109,9 @@ def encode_prompt(tokenizer, prompt, unknown):
     except UnknownCharacters as e:
         raise UserError(f"the prompt has {e} (use --unknown skip to drop them)") from None
     if not ids:
+        if prompt != "\n" and prompt:
+            print("note: --unknown skip dropped every character of the prompt; starting from a newline",
+                  file=sys.stderr)
         ids = tokenizer.encode("\n", unknown="skip") or [0]
     return ids
 
@@ -123,8 +129,9 @@ def main(argv=None):
         ckpt = checkpoint.load(path)
         model = checkpoint.load_model(ckpt, device, source=path)
     except checkpoint.CheckpointError as e:
-        hint = " (train one with `python train.py`, or pass --ckpt FILE)"
-        hint = "" if cfg.ckpt or path.exists() else hint
+        if elsewhere := files.elsewhere_hint(cfg.out_dir, "--out_dir"):  # (run from another folder)
+            raise UserError(elsewhere) from None
+        hint = "" if cfg.ckpt or path.exists() else " (train one with `python train.py`, or pass --ckpt FILE)"
         raise UserError(f"{e}{hint}") from None
     try:
         tokenizer = tokenizer_from_meta(ckpt["meta"])
@@ -133,7 +140,11 @@ def main(argv=None):
     context = engine.context_length(model.config)  # the prompt's last tokens that the model reads
     prompt_bytes = (context + 1) * tokenizer.max_token_bytes
     prompt = read_prompt(cfg.start, prompt_bytes)
-    prompt_ids = encode_prompt(tokenizer, prompt, cfg.unknown)[-context:]
+    prompt_ids = encode_prompt(tokenizer, prompt, cfg.unknown)
+    if len(prompt_ids) > context:  # the model reads only its window: the printed prompt is that window too
+        print(f"note: the prompt is {len(prompt_ids):,} tokens; the model reads (and this prints) its last "
+              f"{context:,}", file=sys.stderr)
+        prompt_ids = prompt_ids[-context:]
     # one line, before the first tensor, if the samples cannot fit in memory
     memory.check_generation_fits(model.config, cfg.num_samples, cfg.max_new_tokens, device)
     print(f"{path}: iteration {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}, "
@@ -173,13 +184,12 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
         sys.stdout.write(prompt)
     steps = engine.stream(model, idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, generator,
                           cfg.top_p, cfg.kv_cache, cfg.refill_every)
-    # why the thread count changed: said after the sample, so that the text on stdout stays whole
-    notes = []
+    # the thread count adapts to other programs silently: a note would land between the samples
     if threads:
         threads.restart()
     for next_token in steps:  # (N, 1)
         if threads:
-            notes.append(threads.step())
+            threads.step()
         for row, token in enumerate(next_token[:, 0].tolist()):
             if done[row]:
                 # a finished sample still rides along in the batch; its new tokens are dropped
@@ -208,8 +218,6 @@ def write_samples(model, tokenizer, prompt_ids, cfg, generator, device, echo_pro
     else:
         print(SEPARATOR.join(prompt + text for text in texts))
     sys.stdout.flush()
-    for note in filter(None, notes):
-        print(note, file=sys.stderr)
 
 
 PROMPT = "> "
@@ -226,9 +234,12 @@ def interact(model, tokenizer, cfg, generator, device, threads=None):
         sys.stderr.write(PROMPT)
         sys.stderr.flush()
         try:
-            line = sys.stdin.readline()
+            line = sys.stdin.readline(MAX_PROMPT_LINE + 1)  # bounded: `< /dev/zero` is one endless line
         except KeyboardInterrupt:
             line = ""
+        if len(line) > MAX_PROMPT_LINE:
+            raise UserError(f"a prompt line of more than {MAX_PROMPT_LINE:,} characters (only the last "
+                            f"{engine.context_length(model.config):,} tokens are read); use --start FILE:path")
         if not line:  # readline returns "" only at end of input
             sys.stderr.write("\n")
             return

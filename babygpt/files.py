@@ -72,6 +72,81 @@ def folder(path, what="folder"):
     return Path(path)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PROJECT = Path(__file__).resolve().parent.parent  # the folder of train.py, sample.py, data/ and config/
+
+
+def elsewhere_hint(path, flag):
+    """A relative default (data/shakespeare_char, out) missing here but present in the project's folder: the
+    user ran a script from another folder (cd docs && python ../train.py). Say where it is, or None."""
+    path = Path(path)
+    if path.is_absolute() or os.path.lexists(path) or not os.path.lexists(PROJECT / path):
+        return None
+    there = os.path.relpath(PROJECT / path)
+    there = there if there.count("..") <= 2 else str(PROJECT / path)
+    return (f"{path} is relative to this folder ({Path.cwd()}); the project's is at {there}: run from the project "
+            f"folder or pass {flag} {there}")
+
+
+def output_file(path, kind, what="output file", make_folder=False):
+    """Check, before any work, that PATH may be written as a `kind` file ("png" or "json"), and return it. What
+    is there must be nothing, or a regular file of that kind: never a device, FIFO, socket or symbolic link (an
+    atomic write would rename a PNG over it), nor another program's file or babygpt's own (a checkpoint, a .bin,
+    metrics.jsonl: it is what is in the file that counts, not its name). A missing folder is refused, not made,
+    unless make_folder (a tool's own default folder). Every refusal is one line."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:  # ENAMETOOLONG, ENOTDIR (a file where a folder should be), EACCES, ELOOP ...
+        raise UserError(f"cannot write {what} {path}: {e.strerror}") from None
+    except ValueError as e:  # a NUL character
+        raise UserError(f"cannot write {what} {str(path)!r}: {e}") from None
+    if mode is None:
+        if not make_folder and not path.parent.is_dir():
+            raise UserError(f"cannot write {what} {path}: folder {path.parent} does not exist")
+        return path
+    if stat.S_ISLNK(mode):
+        raise UserError(f"{what} {path} is a symbolic link: it is not replaced; name a new file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{what} {path} is {kind_of(mode)}, not a regular file: it is not replaced")
+    if not holds_kind(path, kind):
+        raise UserError(f"{what} {path} already holds something other than {kind.upper()} ({describe_file(path)}): "
+                        f"it is not replaced; name a new .{kind} file")
+    return path
+
+
+def holds_kind(path, kind):
+    """Whether the regular file at path is empty or a file of that kind (a PNG by its signature, JSON parsed)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(PNG_SIGNATURE))
+            if not head:
+                return True
+            if kind == "png":
+                return head == PNG_SIGNATURE
+            f.seek(0)
+            json.loads(f.read(64 << 20).decode("utf-8"))
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def describe_file(path):
+    """A few words on what a file holds, for a refusal: a checkpoint is a zip archive (torch.save)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return "unreadable"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive: a checkpoint?"
+    if head.startswith(PNG_SIGNATURE[:4]):
+        return "a PNG"
+    return "other data"
+
+
 def discard(path):
     """Remove a temporary file if we can. On a disk that turned read-only even that fails (EROFS): then there is
     nothing more to do, and the real error is the one to report."""
@@ -95,6 +170,9 @@ def write_atomically(path, write):
     for anything the disk can do; a Ctrl-C mid-write removes the temporary file and goes on as KeyboardInterrupt."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    if os.path.lexists(path) and not stat.S_ISREG(mode := os.lstat(path).st_mode):  # never renamed over
+        what = "a symbolic link" if stat.S_ISLNK(mode) else kind_of(mode)
+        raise WriteError(f"could not write {path}: it is {what}, not a regular file (it is not replaced)")
     try:
         with open(tmp, "wb") as f:
             write(f)

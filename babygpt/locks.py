@@ -89,11 +89,12 @@ def lock_folder(folder_path, exclusive, busy_hint):
 
 def holder_line():
     """ "pid N (python train.py ...)": the command line of any bytes (a file name that is not UTF-8 comes
-    in as lone surrogates, which plain .encode() refuses), cut to 200 characters, on one line."""
+    in as lone surrogates, which plain .encode() refuses), cut to 200 characters (an ellipsis says so), on
+    one line."""
     command = " ".join(["python", *sys.argv])
     command = command.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
     command = command.replace("\n", " ").replace("\r", " ")
-    return f"pid {os.getpid()} ({command[:200]})"
+    return f"pid {os.getpid()} ({command if len(command) <= 200 else command[:199] + '…'})"
 
 
 def lock_data_dir(data_dir, exclusive):

@@ -11,6 +11,11 @@ one warning, and plotting stays off for that run.
 
 import math
 
+import os
+import re
+import sys
+import warnings
+
 from babygpt import files
 from babygpt.cli import UserError
 
@@ -18,6 +23,7 @@ from babygpt.cli import UserError
 def new_figure(width, height, layout="constrained"):
     """A matplotlib Figure drawn by the Agg canvas: no window, no display needed, no global pyplot state.
     layout=None skips the automatic layout (it is most of the drawing time) for figures drawn often."""
+    import_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -26,13 +32,38 @@ def new_figure(width, height, layout="constrained"):
     return fig
 
 
+def import_matplotlib():
+    """matplotlib, even when MPLBACKEND names no backend it knows (matplotlib refuses to import then): babygpt
+    draws with Agg and never uses that setting, so it is dropped with one note."""
+    try:
+        import matplotlib  # noqa: F401
+    except ValueError:
+        print(f"note: MPLBACKEND={os.environ.get('MPLBACKEND')!r} is not a matplotlib backend; babygpt draws "
+              f"PNG files with Agg and ignores it", file=sys.stderr)
+        os.environ.pop("MPLBACKEND", None)
+        for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:  # the half import
+            del sys.modules[name]
+        import matplotlib  # noqa: F401
+
+
 def save_png(fig, path, dpi=100):
     """Write atomically (temporary file, then rename), so a reader never sees half a PNG. Any failure of the disk
-    (full, read-only, a folder in the way) is one line."""
-    try:
-        return files.write_atomically(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
-    except files.WriteError as e:
-        raise UserError(str(e)) from None
+    (full, read-only, a folder in the way) is one line; characters the font lacks are one note, not a warning
+    each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            written = files.write_atomically(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+        except files.WriteError as e:
+            raise UserError(str(e)) from None
+    missing = sorted({chr(int(m.group(1))) for w in caught if (m := re.match(r"Glyph (\d+) ", str(w.message)))})
+    if missing:
+        print(f"note: the font has no glyph for {len(missing)} character(s) ({', '.join(missing[:8])}"
+              f"{', ...' if len(missing) > 8 else ''}); they are drawn as boxes", file=sys.stderr)
+    for w in caught:
+        if "missing from font" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return written
 
 
 # --------------------------------------------------------------------------------------------------------------

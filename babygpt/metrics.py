@@ -97,7 +97,11 @@ def read_metrics(out_dir):
     if not Path(out_dir).is_dir():
         raise UserError(f"{out_dir} is not a folder (give the --out_dir of a training run)")
     if not os.path.lexists(path):
-        raise UserError(f"{path} not found: train there first (python train.py --out_dir {out_dir})")
+        if any(os.path.lexists(Path(out_dir) / name) for name in ("ckpt.pt", "last.pt")):
+            raise UserError(f"{out_dir} has checkpoints but no metrics.jsonl (deleted, or copied without it): "
+                            f"there are no loss curves to draw")
+        raise UserError(files.elsewhere_hint(out_dir, "the folder") or f"{path} not found: train there first "
+                        f"(python train.py --out_dir {out_dir})")
     lines = read_metrics_lines(path)
     records = []
     for line in lines:

@@ -5,6 +5,7 @@ locks are dropped when it ends. Each script calls run(main) on its last line. Un
 show their traceback, because then we want to see it. Only the standard library.
 """
 
+import errno
 import io
 import os
 import signal
@@ -49,6 +50,12 @@ def run(main, argv=None):
         sys.exit(0)
     except OutputError as e:
         print(f"error: cannot write to standard output: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a path of more than 255 bytes in one name: any entry point, any path, one line
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        print(shown(f"error: {e.filename}: {e.strerror} (a name in a path may have at most 255 bytes)"),
+              file=sys.stderr)
         sys.exit(2)
     finally:
         if isinstance(sys.stdout, StandardOutput):

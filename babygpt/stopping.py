@@ -6,6 +6,7 @@ checkpoints are. Skip on a first read.
 
 import shlex
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -52,9 +53,18 @@ def farewell(stopped, signal_name, iter_num, out_dir, seconds, best_val_loss):
     """The run's last line: how to continue a stopped run, or where a finished one's checkpoints are."""
     if stopped:  # under torchrun, a rank that was told to stop by another one has no signal name of its own
         return (f"stopped by {signal_name or 'a signal'} at iteration {iter_num}; saved {Path(out_dir) / 'last.pt'}. "
-                f"Continue with: python train.py --out_dir {shlex.quote(str(out_dir))} --resume")
+                f"Continue with: python {script('train.py')} --out_dir {shlex.quote(str(out_dir))} --resume")
     return (f"done: {iter_num} iterations in {seconds:.1f} s, best val loss {best_val_loss:.4f}; checkpoints in "
-            f"{out_dir}/ (sample with: python sample.py --out_dir {shlex.quote(str(out_dir))})")
+            f"{out_dir}/ (sample with: python {script('sample.py')} --out_dir {shlex.quote(str(out_dir))})")
+
+
+def script(name):
+    """How to run one of the project's scripts from here: beside this one as it was run (../sample.py, when
+    train.py was run from docs/ as ../train.py), else by its name."""
+    run_as = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    if run_as.name in ("train.py", "sample.py", "prepare.py", "plot.py"):
+        return shlex.quote(str(run_as.with_name(name)))
+    return name
 
 
 def diverged_message(what, iter_num, cfg, dtype, last_saved):

@@ -231,6 +231,9 @@ def validate_meta(meta, source):
         raise ValueError(f"{source}: 'vocab' holds {ascii(surrogates[0])}, half of a UTF-16 pair: not a character")
     if len(set(vocab)) != len(vocab):
         raise ValueError(f"{source}: 'vocab' has repeated characters")
+    if vocab != sorted(vocab):  # prepare.py writes it sorted: two characters swapped would decode wrong letters
+        raise ValueError(f"{source}: 'vocab' is not in the sorted order prepare.py writes (edited by hand?); "
+                         f"run prepare.py again")
     if type(meta.get("vocab_size")) is not int or meta["vocab_size"] != len(vocab):  # `type is int`: True == 1 otherwise
         raise ValueError(f"{source}: vocab_size {meta.get('vocab_size')!r} does not match the {len(vocab)} characters of 'vocab'")
     return meta
@@ -304,8 +307,9 @@ def check_merges(ranks, source):
 def read_meta(data_dir):
     """Load and validate DATA_DIR/meta.json."""
     if not os.path.lexists(data_dir):
-        raise FileNotFoundError(f"data folder {data_dir} not found: run `python prepare.py --out_dir "
-                                f"{data_dir}` first (or name another folder with --data_dir)")
+        raise FileNotFoundError(files.elsewhere_hint(data_dir, "--data_dir") or f"data folder {data_dir} not found: "
+                                f"run `python prepare.py --out_dir {data_dir}` first (or name another folder with "
+                                f"--data_dir)")
     files.folder(data_dir, "data folder")
     path = Path(data_dir) / "meta.json"
     try:

@@ -199,7 +199,7 @@ def test_every_checkpoint_kind(kind, trained_run, shakespeare_text, tmp_path):
             assert status == 200, answer
         assert answer["tokenizer"] == tokenizer.kind
         status, answer = call(server, "/api/metrics")  # a checkpoint without a metrics file beside it
-        assert status == 200 and not answer["available"] and "metrics.jsonl not found" in answer["why"]
+        assert status == 200 and not answer["available"] and "no metrics.jsonl" in answer["why"]
     finally:
         server.shutdown()
         server.server_close()

@@ -112,3 +112,176 @@ def test_a_finished_training_exits_0(slice_dir, tmp_path):
     done = run_script("train.py", "--data_dir", slice_dir, "--out_dir", tmp_path / "o", *TINY, "--max_iters", 2,
                       "--eval_interval", 2)
     assert done.returncode == 0 and "done: 2 iterations" in done.stdout, done.stderr
+
+
+# -- outputs that clobber: every --out, --json and --figure is checked before any work, by files.output_file
+
+def special_files(tmp_path):
+    """What must never be replaced by a PNG or a JSON file: a FIFO, a symbolic link, a device node (a real one,
+    made with mknod, when the tests run as root)."""
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "target").write_text("keep me")
+    (tmp_path / "link.png").symlink_to(tmp_path / "target")
+    found = {"fifo.png": "is a FIFO (named pipe), not a regular file", "link.png": "is a symbolic link"}
+    if os.geteuid() == 0:
+        os.mknod(tmp_path / "null.png", 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))  # like /dev/null
+        found["null.png"] = "is a device, not a regular file"
+    return found
+
+
+def test_plot_never_replaces_a_special_file_or_a_file_of_another_kind(trained_run, tmp_path, capsys):
+    for name, says in special_files(tmp_path).items():
+        err = fails(plot.main, ["embeddings", "--ckpt", trained_run, "--out", tmp_path / name], capsys)
+        assert says in err, err
+    assert (tmp_path / "target").read_text() == "keep me"
+    if os.geteuid() == 0:
+        assert __import__("stat").S_ISCHR(os.lstat(tmp_path / "null.png").st_mode)  # still a device node
+    for name in ("ckpt.pt", "last.pt", "metrics.jsonl"):  # the run's own files, by what they hold
+        before = (trained_run / name).read_bytes()
+        err = fails(plot.main, ["loss", trained_run, "--out", trained_run / name], capsys)
+        assert "already holds something other than PNG" in err and "not replaced" in err
+        assert (trained_run / name).read_bytes() == before
+    err = fails(plot.main, ["loss", trained_run, "--out", tmp_path / "no" / "such" / "x.png"], capsys)
+    assert "folder" in err and "does not exist" in err and not (tmp_path / "no").exists()
+    run_png = tmp_path / "loss.png"
+    plot.main(["loss", str(trained_run), "--out", str(run_png)])  # a PNG may be replaced by a PNG
+    plot.main(["loss", str(trained_run), "--out", str(run_png)])
+    assert run_png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_tool_never_makes_folders_nor_writes_into_a_device(tmp_path, capsys):
+    from tools import generation
+
+    err = fails(generation.main, ["sample", "--json", tmp_path / "nope" / "dir" / "x.json"], capsys)
+    assert "does not exist" in err and not (tmp_path / "nope").exists()
+    for name, says in special_files(tmp_path).items():
+        err = fails(generation.main, ["sample", "--json", tmp_path / name], capsys)
+        assert says in err
+
+
+@pytest.mark.parametrize("argv", [["train.py", "--max_iters", "2", "--out_dir"], ["sample.py", "--out_dir"],
+                                  ["tools/whole_val.py"], ["prepare.py", "--out_dir"]])
+def test_a_name_longer_than_255_bytes_is_one_line(argv, tmp_path):
+    long_name = str(tmp_path / ("a" * 300))
+    done = run_script(*argv, long_name)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "File name too long" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+# -- unbounded input: one prompt line that never ends
+
+def test_an_endless_prompt_line_is_refused_not_read_forever(trained_run):
+    with open("/dev/zero", "rb") as zeros:
+        done = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--out_dir", str(trained_run), "--interactive"],
+                              stdin=zeros, capture_output=True, cwd=ROOT, timeout=120)
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2 and "Traceback" not in stderr, stderr
+    assert "a prompt line of more than 1,048,576 characters" in stderr
+
+
+# -- concurrency and integrity
+
+def test_a_second_prepare_into_a_folder_being_prepared_is_refused(shakespeare_text, tmp_path, capsys):
+    """Two prepare.py into one folder both exited 0, and the last to finish replaced the other's data. Now the
+    folder is held from the start: the second is refused with the holder's pid and command."""
+    data_dir, source = tmp_path / "d", tmp_path / "in.txt"
+    source.write_text(shakespeare_text[:400_000])
+    first = subprocess.Popen([sys.executable, str(ROOT / "prepare.py"), "--input", str(source), "--out_dir",
+                              str(data_dir), "--tokenizer", "bpe", "--vocab_size", "1024"], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = __import__("time").monotonic() + 120
+        while not (data_dir / ".babygpt.lock").exists() or "pid" not in (data_dir / ".babygpt.lock").read_text():
+            assert first.poll() is None and __import__("time").monotonic() < deadline, first.communicate()
+            __import__("time").sleep(0.02)
+        (tmp_path / "other.txt").write_text("another text entirely " * 500)
+        err = fails(prepare.main, ["--input", tmp_path / "other.txt", "--out_dir", data_dir], capsys)
+        assert f"is in use by pid {first.pid} (python " in err
+    finally:
+        first.communicate(timeout=300)
+    assert first.returncode == 0
+
+
+def test_a_hand_edited_vocabulary_is_refused_naming_the_file(slice_dir, tmp_path, capsys):
+    import json
+    data_dir = tmp_path / "d"
+    shutil.copytree(slice_dir, data_dir)
+    meta = json.loads((data_dir / "meta.json").read_text())
+    meta["vocab"][10], meta["vocab"][11] = meta["vocab"][11], meta["vocab"][10]  # two letters swapped
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+    err = fails(train.main, ["--data_dir", data_dir, "--out_dir", tmp_path / "o", *TINY], capsys)
+    assert "meta.json: 'vocab' is not in the sorted order prepare.py writes" in err
+
+
+def test_the_lock_holders_command_is_cut_with_an_ellipsis(monkeypatch):
+    from babygpt import locks
+    monkeypatch.setattr(sys, "argv", ["train.py", "--out_dir", "/tmp/" + "x" * 400])
+    line = locks.holder_line()
+    assert line.endswith("…)") and len(line) < 240
+
+
+# -- from another folder
+
+def test_from_another_folder_the_advice_points_at_the_project(tmp_path):
+    done = run_script("train.py", "--max_iters", 1, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "data/shakespeare_char is relative to this folder" in done.stderr
+    assert not (tmp_path / "data").exists()  # nothing downloaded or made here
+
+
+def test_the_last_line_names_the_scripts_as_they_were_run(slice_dir, tmp_path):
+    done = subprocess.run([sys.executable, "../train.py", "--data_dir", str(slice_dir), "--out_dir",
+                           str(tmp_path / "o"), *TINY, "--max_iters", "2", "--eval_interval", "2"],
+                          cwd=ROOT / "docs", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "(sample with: python ../sample.py --out_dir" in done.stdout
+
+
+def test_plot_loss_on_checkpoints_without_metrics_says_that(trained_run, tmp_path, capsys):
+    shutil.copytree(trained_run, tmp_path / "r")
+    (tmp_path / "r" / "metrics.jsonl").unlink()
+    err = fails(plot.main, ["loss", tmp_path / "r", "--out", tmp_path / "x.png"], capsys)
+    assert "has checkpoints but no metrics.jsonl" in err and "train there" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", ["whole_val", "budget", "busy", "generation", "make_figures", "peer", "speed",
+                                  "explore_screenshot", "gpu_check"])
+def test_every_tool_runs_by_its_path(tool):
+    done = run_script(f"tools/{tool}.py", "--help")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+# -- pictures: an unusable MPLBACKEND, characters the font lacks
+
+def test_an_unusable_mplbackend_is_one_note_and_the_picture_is_drawn(trained_run, tmp_path):
+    env = {**os.environ, "MPLBACKEND": "nonsense"}
+    done = subprocess.run([sys.executable, str(ROOT / "plot.py"), "loss", str(trained_run), "--out",
+                           str(tmp_path / "l.png")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "MPLBACKEND='nonsense' is not a matplotlib backend" in done.stderr
+    assert (tmp_path / "l.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_characters_the_font_lacks_are_one_note(tmp_path, capsys):
+    import warnings
+
+    from babygpt.loss_plot import new_figure, save_png
+    fig = new_figure(3, 2)
+    fig.subplots().set_title("東京 " + "".join(chr(0x4E00 + i) for i in range(12)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a glyph warning that escaped would fail here
+        save_png(fig, tmp_path / "g.png")
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "the font has no glyph for 14 character(s)" in err
+
+
+# -- sampling's small things
+
+def test_sample_says_what_it_did_to_the_prompt(trained_run, capsys):
+    from conftest import TINY as _  # noqa: F401  (the trained run is the tiny model: block_size 32)
+    code = run_script("sample.py", "--out_dir", trained_run, "--start", "ROMEO: " * 20, "--max_new_tokens", 3)
+    assert code.returncode == 0 and "note: the prompt is 140 tokens; the model reads (and this prints) its last 32" \
+        in code.stderr
+    err = fails(sample.main, ["--out_dir", trained_run, "--start", "FILE:"], capsys)
+    assert "--start FILE: names no file" in err

@@ -23,12 +23,15 @@ import shlex
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by its path (python tools/budget.py): the project's folder, importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import train
 from babygpt import device
 from babygpt.cli import UserError, load_preset
 from babygpt.loss_plot import new_figure, save_png
 from babygpt.runner import run
-from tools.common import ToolParser, file_name, write_json
+from tools.common import ToolParser, output, write_json
 from tools.peer import (NANOGPT_CLASSIC, nanogpt_whole_val, our_val_tokens, prepare_nanogpt_data,
                         timed_run)
 from tools.whole_val import best_checkpoint_loss
@@ -169,8 +172,8 @@ def main(argv=None):
     p.add_argument("--flags", default="", help="extra flags for every babygpt run (tests: a smaller model)")
     p.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data, with input.txt for nanoGPT")
     p.add_argument("--out_dir", default="out-budget", help="logs, checkpoints and budget.json (default: out-budget)")
-    p.add_argument("--json", type=file_name, help="the results file (default: OUT_DIR/budget.json)")
-    p.add_argument("--figure", default="docs/figures/laptop_budget.png",
+    p.add_argument("--json", type=output("json"), help="the results file (default: OUT_DIR/budget.json)")
+    p.add_argument("--figure", type=output("png", optional=True), default="docs/figures/laptop_budget.png",
                    help="where to draw the figure ('' : none) (default: docs/figures/laptop_budget.png)")
     args = p.parse_args(argv)
     try:

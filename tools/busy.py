@@ -24,9 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by its path (python tools/busy.py): the project's folder, importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from babygpt.cli import UserError, known_presets
 from babygpt.runner import run
-from tools.common import ToolParser, count
+from tools.common import ToolParser, count, output
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSY_LOOP = "while True: pass"
@@ -116,7 +119,7 @@ def main(argv=None):
     parser.add_argument("--demo", type=count(0, 1), default=0, help="1: also time the whole preset run (for cpu: make demo's "
                         "training), auto threads, quiet and next to one busy program (default: 0)")
     parser.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data (default: %(default)s)")
-    parser.add_argument("--json", default="", help="also write the results to this file")
+    parser.add_argument("--json", type=output("json", optional=True), default="", help="also write the results to this file")
     args = parser.parse_args(argv)
 
     cpus = os.cpu_count() or 1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from babygpt import files
 from babygpt.cli import Parser, UserError, load_preset
 from babygpt.tokenizer import read_meta
 
@@ -51,6 +52,26 @@ def file_name(text):
     if not text:
         raise argparse.ArgumentTypeError("expected a file name, got ''")
     return text
+
+
+def output(kind, optional=False):
+    """An argparse type: a file to write results into, as `kind` ("json" or "png"), checked before anything
+    runs (files.output_file: never a device, a link or a file of another kind). The tools' own result folders,
+    out*/ (git-ignored), are made when missing; anywhere else the folder must exist. optional: '' means none."""
+
+    def parse(text):
+        if not text and optional:
+            return ""
+        if not text:
+            raise argparse.ArgumentTypeError("expected a file name, got ''")
+        parts = Path(text).parts
+        try:
+            return str(files.output_file(text, kind, make_folder=bool(parts) and parts[0].startswith("out")))
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = f"{kind} file"
+    return parse
 
 
 def finite(text):

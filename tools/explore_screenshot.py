@@ -13,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by its path (python tools/explore_screenshot.py): the project's folder, importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from babygpt.cli import Parser, UserError
 from babygpt.runner import run
 

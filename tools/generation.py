@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by its path (python tools/generation.py): the project's folder, importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import torch
 from torch.nn import functional as F
 
@@ -26,7 +29,7 @@ from babygpt.memory import check_memory, memory_needed
 from babygpt.runner import run
 from babygpt.threads import use_threads
 from model import GPT, GPTConfig, rotary_cos_sin
-from tools.common import ToolParser, count, file_name, peak_memory_mb, preset_names, write_json
+from tools.common import ToolParser, count, output, peak_memory_mb, preset_names, write_json
 
 # -- sample: generation speed with and without the KV cache, one sample at a time and batched
 
@@ -329,11 +332,11 @@ def main(argv=None):
     p.add_argument("--refill_every", type=count(1, 10 ** 6), default=32,
                    help="also time the inexact cache that re-fills a full window every N tokens; 1: skip (default: 32)")
     p.add_argument("--threads", type=threads, default=1, help="torch CPU threads; 1 suits a shared machine (default: 1)")
-    p.add_argument("--json", type=file_name, default="out-bench/sample.json", help="where to write the results (default: %(default)s)")
+    p.add_argument("--json", type=output("json"), default="out-bench/sample.json", help="where to write the results (default: %(default)s)")
     p.add_argument("--lengths", default="", help="e.g. 100,1000,10000: chars/s against the generated length instead, "
                    "for every exact mode of each of --presets (--samples 1: one sample, as sample.py streams it)")
     p.add_argument("--presets", default="cpu,cpu-sliding", help="with --lengths: the models (default: %(default)s)")
-    p.add_argument("--figure", default="", help="with --lengths: also draw chars/s against the length into this PNG")
+    p.add_argument("--figure", type=output("png", optional=True), default="", help="with --lengths: also draw chars/s against the length into this PNG")
     p.set_defaults(func=sample)
 
     p = commands.add_parser("decode-step", help="ms per generated character at one sample: crop, rolling cache, compiled")

@@ -33,7 +33,7 @@ import torch
 from babygpt import checkpoint, engine
 from babygpt.cli import UserError
 from babygpt.runner import run
-from tools.common import ToolParser, count, file_name
+from tools.common import ToolParser, count, file_name, output
 from tools.whole_val import best_checkpoint_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +150,7 @@ def main(argv=None):
     p.add_argument("--data_dir", default="data/shakespeare_char", help="the prepared Tiny Shakespeare")
     p.add_argument("--flags", default="", help="more train.py flags for every run, e.g. '--n_layer 2'")
     p.add_argument("--work_dir", type=file_name, default="out-gpu-check", help="where the runs go")
-    p.add_argument("--json", type=file_name, default="out-gpu-check/gpu_check.json", help="the table as JSON")
+    p.add_argument("--json", type=output("json"), default="out-gpu-check/gpu_check.json", help="the table as JSON")
     p.add_argument("--keep", action="store_true", help="keep the compile on/off runs too")
     args = p.parse_args(argv)
     args.max_iters_flag = lambda: ["--max_iters", args.max_iters] if args.max_iters else []

@@ -12,6 +12,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+import sys
+
+if __package__ in (None, ""):  # run by its path (python tools/make_figures.py): the project's folder, importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import plot
 import train
 from babygpt import checkpoint

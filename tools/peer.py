@@ -26,13 +26,16 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by its path (python tools/peer.py): the project's folder, importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 import torch
 
 import train
 from babygpt.cli import UserError
 from babygpt.runner import run
-from tools.common import ToolParser, count, data_meta, finite, write_json
+from tools.common import ToolParser, count, data_meta, finite, output, write_json
 from tools.whole_val import best_checkpoint_loss, whole_split_loss
 
 # nanoGPT's README recipe for a CPU ("baby GPT" shrunk to 4 layers x 128 wide, block 64, batch 12, 2000 steps)
@@ -297,7 +300,7 @@ def main(argv=None):
     p.add_argument("--babygpt_flags", default="", help="extra flags for every babygpt run (tests: a smaller model)")
     p.add_argument("--data_dir", default="data/shakespeare_char", help="babygpt's prepared data, with input.txt (default: data/shakespeare_char)")
     p.add_argument("--out_dir", default="out-peer", help="logs, checkpoints and peer.json (default: out-peer)")
-    p.add_argument("--json", help="where to write the JSON result (default: OUT_DIR/peer.json)")
+    p.add_argument("--json", type=output("json"), help="where to write the JSON result (default: OUT_DIR/peer.json)")
     return peer(p.parse_args(argv))
 
 

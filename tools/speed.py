@@ -14,6 +14,12 @@ import os
 import statistics
 import time
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run by its path (python tools/speed.py): the project's folder, importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -25,7 +31,7 @@ from babygpt.cli import UserError, build
 from babygpt.device import autocast_context, fast_bf16, pick_device, system_settings
 from babygpt.runner import run
 from model import GPT, GPTConfig
-from tools.common import (ToolParser, count, data_meta, finite, peak_memory_mb, preset_names,
+from tools.common import (ToolParser, count, data_meta, finite, output, peak_memory_mb, preset_names,
                           write_json)
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -376,7 +382,8 @@ def _common_flags(p):
     p.add_argument("--data_dir", default="data/shakespeare_char", help="prepared data (default: data/shakespeare_char)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     p.add_argument("--set", help="name=value,... overriding every preset (e.g. threads=1,max_iters=300)")
-    p.add_argument("--json", help="where to write the JSON result (default: out-bench/<command>.json)")
+    p.add_argument("--json", type=output("json"),
+                   help="where to write the JSON result (default: out-bench/<command>.json)")
 
 
 

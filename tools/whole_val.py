@@ -11,6 +11,11 @@ when the run's out_dir was relative too), or --data_dir; its vocabulary must be 
 
 from pathlib import Path
 
+import sys
+
+if __package__ in (None, ""):  # run by its path (python tools/whole_val.py): the project's folder, importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 import torch
 from torch.nn import functional as F
