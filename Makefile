@@ -9,13 +9,15 @@
 # Variables (make demo NAME=value):
 #   PYTHON    the Python that makes .venv: 3.10 or newer (default python3)
 #   TORCH     what to install when there is no torch (default torch==2.13.0; e.g. TORCH=torch==2.5.1)
-#   PIP_ARGS  extra arguments for every pip install. On Linux, PyPI's torch is the CUDA build (a 4.9 GB venv);
-#             the CPU-only build (1.1 GB): PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu
-#             --extra-index-url https://pypi.org/simple"
+#   PIP_ARGS  extra arguments for every pip install
+#   TORCH_INDEX  where TORCH comes from. Default: on Linux without an NVIDIA GPU, PyTorch's CPU-only wheels (1.1 GB,
+#             not PyPI's 4.9 GB CUDA build; the rest still comes from the default index, and if that index cannot be
+#             reached, torch does too); elsewhere empty (the default index). TORCH_INDEX= forces the default.
 
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 PIP_ARGS ?=
+TORCH_INDEX ?= $(shell [ "$$(uname -s)" = Linux ] && [ ! -e /proc/driver/nvidia/version ] && echo https://download.pytorch.org/whl/cpu)
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -26,7 +28,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:3]; sys.exit(0 if v >= (3, 10) else "error: babygpt needs Python 3.10 or newer, and $(PYTHON) is %d.%d.%d; run make with PYTHON=python3.12 (or another 3.10+)" % v)'
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || { echo "no torch found: installing $(TORCH) into $(VENV) $(if $(PIP_ARGS),,(on Linux the CUDA build; see PIP_ARGS in the Makefile for the CPU one))"; $(PY) -m pip install -q $(PIP_ARGS) $(TORCH); }
+	@$(PY) -c "import torch" 2>/dev/null || { echo "no torch found: installing $(TORCH) into $(VENV)$(if $(TORCH_INDEX), (the CPU-only build: no NVIDIA GPU here; see TORCH_INDEX in the Makefile))"; \
+	  $(if $(TORCH_INDEX),$(PY) -m pip install -q $(PIP_ARGS) --index-url $(TORCH_INDEX) $(TORCH) || { echo "$(TORCH_INDEX) cannot be reached: torch from the default index"; $(PY) -m pip install -q $(PIP_ARGS) $(TORCH); },$(PY) -m pip install -q $(PIP_ARGS) $(TORCH)); }
 	@$(PY) -c "from babygpt import versions"  # one line, and a stop, if the torch reused from the system is older than 2.5
 	$(PY) -m pip install -q $(PIP_ARGS) -r requirements.txt
 	touch $@

@@ -112,7 +112,9 @@ def load(path, map_location="cpu"):
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a babygpt checkpoint")
     if checkpoint.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {checkpoint.get('version')!r}; this babygpt reads version {VERSION}")
+        version = checkpoint.get("version")
+        shown = f"{version!r} (a {type(version).__name__}, not a number)" if type(version) is not int else version
+        raise CheckpointError(f"{path} has checkpoint version {shown}; this babygpt reads version {VERSION}")
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} is incomplete (missing {', '.join(missing)})")
@@ -322,6 +324,9 @@ class Saver:
             restore_rng_state(resumed["rng"], self.data_generators, self.machine.device_type, self.machine.rank,
                               first_slot)
         except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:  # a damaged or hand-edited last.pt
+            if isinstance(e, KeyError):  # a part of the checkpoint is missing: said as load() says it
+                raise UserError(f"cannot resume: {self.out_dir / 'last.pt'} is incomplete (missing "
+                                f"{e.args[0]})") from None
             reason = str(e).strip().splitlines()[-1]
             raise UserError(f"cannot resume: {self.out_dir / 'last.pt'} does not fit this run ({reason})") from None
         self.best_val_loss, self.last_saved = resumed["best_val_loss"], resumed["iter_num"]

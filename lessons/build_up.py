@@ -1,7 +1,7 @@
 """
 Lesson: build the GPT up from a bigram table, one idea per step, and measure what each idea buys.
 
-    python -m lessons.build_up                      # train every step with the same budget, print the table
+    python -m lessons.build_up                      # every step, the same budget, the table: 9-15 min on 2 cores
     python -m lessons.build_up --only 5             # only step 5 (5a and 5b: a stack without, then with residuals)
     python -m lessons.build_up --seed 1337 1338 --classic --plot   # two seeds, train.py as a check, the figure
 
@@ -392,7 +392,8 @@ def report(seed, name, result):
 
 
 def main(argv=None):
-    parser = Parser(prog="python -m lessons.build_up", description=__doc__.split("\n")[1])
+    parser = Parser(prog="python -m lessons.build_up", description=__doc__.split("\n")[1] + " One seed takes 9 to "
+                    "15 minutes on a 2-core CPU (docs/walkthrough.md, 'Build it up').")
     parser.add_argument("--steps", type=int, default=1000, help="training steps for every model (default 1000)")
     parser.add_argument("--only", help="comma-separated steps to run, e.g. 1,5 (default: all)")
     parser.add_argument("--seed", type=int, nargs="+", default=[1337], help="one or more seeds (default 1337)")

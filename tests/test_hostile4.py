@@ -285,3 +285,48 @@ def test_sample_says_what_it_did_to_the_prompt(trained_run, capsys):
         in code.stderr
     err = fails(sample.main, ["--out_dir", trained_run, "--start", "FILE:"], capsys)
     assert "--start FILE: names no file" in err
+
+
+# -- the newcomer's frictions
+
+@pytest.mark.skipif(not shutil.which("make") or sys.platform != "linux", reason="needs make on Linux")
+def test_make_installs_the_cpu_only_torch_on_linux_without_an_nvidia_gpu():
+    """N1: the Linux default was PyPI's 4.7 GB CUDA build, on a laptop with no NVIDIA GPU."""
+    def install_commands(*variables):
+        done = subprocess.run(["make", "-n", "-B", ".venv/.installed", *variables], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    has_nvidia = os.path.exists("/proc/driver/nvidia/version")
+    assert ("--index-url https://download.pytorch.org/whl/cpu torch==" in install_commands()) != has_nvidia
+    assert "download.pytorch.org" not in install_commands("TORCH_INDEX=")  # overridable: the default index
+    assert "cannot be reached: torch from the default index" in install_commands("TORCH_INDEX=https://example.invalid/x")
+
+
+# -- small things
+
+def test_a_checkpoint_version_written_as_text_says_so(trained_run, tmp_path, capsys):
+    import torch
+    state = torch.load(trained_run / "ckpt.pt", weights_only=True)
+    state["version"] = "1"
+    torch.save(state, tmp_path / "v.pt")
+    err = fails(sample.main, ["--ckpt", tmp_path / "v.pt"], capsys)
+    assert "has checkpoint version '1' (a str, not a number); this babygpt reads version 1" in err
+
+
+def test_resuming_a_checkpoint_without_its_optimizer_says_it_is_incomplete(trained_run, slice_dir, tmp_path, capsys):
+    import torch
+    shutil.copytree(trained_run, tmp_path / "r")
+    state = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    del state["optimizer"]
+    torch.save(state, tmp_path / "r" / "last.pt")
+    err = fails(train.main, ["--out_dir", tmp_path / "r", "--resume", "--data_dir", slice_dir, "--max_iters", 50],
+                capsys)
+    assert "last.pt is incomplete (missing optimizer)" in err
+
+
+def test_a_byte_that_is_not_utf8_is_shown_as_the_shell_shows_it():
+    done = subprocess.run([sys.executable, "-m", "tools.whole_val", b"caf\xe9"], cwd=ROOT, capture_output=True,
+                          timeout=120)
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2 and "'caf\\xe9' is not UTF-8 text" in stderr, stderr

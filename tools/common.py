@@ -15,6 +15,7 @@ import torch
 
 from babygpt import files
 from babygpt.cli import Parser, UserError, load_preset
+from babygpt.runner import shown
 from babygpt.tokenizer import read_meta
 
 
@@ -27,7 +28,7 @@ class ToolParser(Parser):
             try:
                 str(arg).encode("utf-8")
             except UnicodeEncodeError:  # Python holds the byte 0xff of a command line as the surrogate \udcff
-                self.error(f"{arg!r} is not UTF-8 text")
+                self.error(f"'{shown(str(arg))}' is not UTF-8 text")
         return super().parse_args(args, namespace)
 
 
