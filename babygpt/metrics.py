@@ -12,7 +12,6 @@ from pathlib import Path
 from babygpt import files
 from babygpt.cli import UserError
 from babygpt.files import WriteError, write_atomically
-from babygpt.loss_plot import draw_loss
 
 
 def is_record(value):
@@ -154,6 +153,8 @@ def redraw(out_dir, vocab_size=None):
     """Draw OUT_DIR/loss.png from OUT_DIR/metrics.jsonl; True if it worked. Never raises: a picture must never
     stop a run. A failure (no matplotlib, a full disk, a folder in the way) prints one warning and returns
     False, and train.py (MetricsLog) then draws no more for that run."""
+    from babygpt.loss_plot import draw_loss  # (here, at the first picture: sample.py reads checkpoints, never draws)
+
     out_dir = Path(out_dir)
     try:
         draw_loss([(out_dir.name, loss_curves(read_metrics(out_dir)), vocab_size)], out_dir / "loss.png")

@@ -102,7 +102,7 @@ def test_ctrl_c_and_kill_9_anywhere_then_resume_ends_bit_identical_to_a_straight
     stopped = checkpoint.load(last)["iter_num"]
     assert 5 <= stopped < MAX_ITERS
     assert f"stopped by SIGINT at iteration {stopped}" in stdout
-    assert f"Continue with: python train.py --out_dir {out_dir} --resume" in stdout
+    assert f"Continue with: python {ROOT / 'train.py'} --out_dir {out_dir} --resume" in stdout  # as it was run
 
     # 2. kill -9 at a random moment, made the worst one: while last.pt.tmp is half written
     before = last.stat().st_mtime_ns
