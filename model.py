@@ -40,7 +40,7 @@ class GPTConfig:
     pos_emb: str = "learned"  # 'learned' (block_size position vectors) or 'rope' (rotate q and k)
     norm: str = "layernorm"  # or 'rmsnorm': scale by the root-mean-square only (no mean, no bias)
     qk_norm: bool = False  # RMS-normalise each head's queries and keys (steadier at high lr)
-    mlp_act: str = "gelu"  # the MLP's nonlinearity: 'gelu' or 'relu2' (ReLU squared)
+    mlp_act: str = "gelu"  # nonlinearity: 'gelu', 'gelu_tanh' (GPT-2's) or 'relu2' (ReLU squared)
     tie_head: bool = True  # the LM head shares its matrix with the token embedding
     zero_init_proj: bool = False  # output projections start at 0: each block starts as identity
     logit_softcap: float = 0.0  # logits become cap * tanh(logits / cap), in (-cap, cap); 0: off
@@ -57,7 +57,7 @@ class GPTConfig:
         if self.attn_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
         for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
-                              ("mlp_act", ("gelu", "relu2")), ("attn_pattern", PATTERNS)):
+                              ("mlp_act", ("gelu", "relu2", "gelu_tanh")), ("attn_pattern", PATTERNS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
@@ -216,11 +216,11 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
-        self.relu2 = config.mlp_act == "relu2"
+        self.relu2, self.tanh = config.mlp_act == "relu2", config.mlp_act == "gelu_tanh"
 
     def forward(self, x):
         x = self.c_fc(x)  # (B, T, 4C)
-        x = F.relu(x).square() if self.relu2 else F.gelu(x)  # (B, T, 4C)
+        x = F.relu(x).square() if self.relu2 else F.gelu(x, approximate="tanh" if self.tanh else "none")
         return self.dropout(self.c_proj(x))  # (B, T, C)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from babygpt import checkpoint, engine, guards, runtime
+from babygpt import checkpoint, engine, gpt2, guards, runtime
 from babygpt.cli import (UserError, add_dataclass_flags, build, check_fields, load_preset,
                          preset_note, preset_parser, run)
 from babygpt.muon import make_muon_optimizer
@@ -46,6 +46,7 @@ class TrainConfig:
     out_dir: str = "out"  # where checkpoints and metrics go
     resume: bool = False  # continue OUT_DIR/last.pt instead of starting a new run
     overwrite: bool = False  # allow a new run to replace the checkpoints already in out_dir
+    init_from: str = ""  # start from GPT-2's weights: gpt2, gpt2-medium, -large, -xl, or a folder
     # how long, how often to evaluate
     max_iters: int = 2000  # optimizer steps in the whole run
     eval_interval: int = 250  # evaluate, print a sample and save checkpoints every this many steps
@@ -260,6 +261,7 @@ def main(argv=None):
     # -- model, optimizer, random streams
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_config).to(machine.device)
+    model_config, model = gpt2.start_from(cfg, model, meta, resumed)  # --init_from: GPT-2 instead
     optimizer = build_optimizer(model, cfg, fused=machine.fused)
     torch.manual_seed(cfg.seed + machine.rank)  # dropout differs between ranks (rank 0: as alone)
     # One data stream per micro-batch slot of a step, seeded by its slot number. Rank r owns the
