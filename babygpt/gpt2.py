@@ -75,10 +75,11 @@ def fetch(name):
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 -- no network, hub offline, a proxy: all mean "not fetched"
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise UserError(f"could not fetch GPT-2's weights ({name}) from the Hugging Face hub and they are not "
-                        f"in its cache ({type(e).__name__}: {reason}); connect to the internet once, or pass "
-                        f"--init_from FOLDER, a folder holding config.json and model.safetensors") from None
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200] or type(e).__name__
+        raise UserError(f"could not fetch GPT-2's weights ({name}) from the Hugging Face hub, and they are not "
+                        f"in its cache {huggingface_hub.constants.HF_HUB_CACHE} ({type(e).__name__}: {reason}); "
+                        f"connect to the internet once, or pass --init_from FOLDER, a folder holding GPT-2's "
+                        f"config.json and model.safetensors") from None
 
 
 def locate(init_from):

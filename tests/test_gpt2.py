@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 
 import pytest
 import torch
 
 for package in ("transformers", "huggingface_hub", "safetensors", "tokenizers"):
-    pytest.importorskip(package, reason=f"needs {package}: pip install -e .[gpt2] transformers")
+    pytest.importorskip(package, reason=f"needs {package}: pip install -e .[gpt2]")
 import transformers  # noqa: E402
 
 import sample  # noqa: E402
@@ -160,6 +161,18 @@ def test_what_is_not_gpt2_is_one_line(gpt2s, tmp_path, capsys):
     assert "activation_function 'relu'" in fails(["--init_from", str(other)])
     assert "vocab_size 300" in fails(["--init_from", str(gpt2s["untied300"][0])])
     assert "not a folder, and not one of gpt2" in fails(["--init_from", "gpt3"])
+    pickled = tmp_path / "pickled"  # a pytorch_model.bin that would import (and could run) Python code
+    pickled.mkdir()
+    (pickled / "config.json").write_text(json.dumps(transformers.GPT2Config(n_layer=1).to_dict()))
+    torch.save({"wte.weight": Fraction(1, 2)}, pickled / "pytorch_model.bin")
+    assert "cannot be read as plain tensors (UnpicklingError); refusing it" in fails(["--init_from", str(pickled)])
+
+
+def test_finetuning_characters_is_one_line(gpt2s, slice_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_main("--preset", "finetune", "--init_from", gpt2s["vocab50257"][0], "--data_dir", slice_dir,
+                   "--out_dir", tmp_path / "out")
+    assert "needs data tokenized for GPT-2: run `python prepare.py --tokenizer gpt2`" in capsys.readouterr().err
 
 
 def test_without_the_extra_one_line_says_what_to_install(monkeypatch, capsys, gpt2s):

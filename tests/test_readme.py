@@ -44,6 +44,7 @@ NOT_HERE = {  # what this test leaves to others, and why
     "my_text.txt": "a placeholder for the learner's own file",
     "my.txt": "a placeholder for the learner's own file",
     "bpe": "training a BPE takes 10 s or more; tests/test_tokenizers.py trains one",
+    "--init_from": "GPT-2's weights need the network or a folder of them: tests/test_gpt2.py runs these",
 }
 
 
