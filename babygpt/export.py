@@ -195,7 +195,7 @@ def export(source, dest, overwrite=False):
         raise UserError(str(e)) from None
     if problem := obstacle(ckpt["model_config"], path):
         raise UserError(problem)
-    require("safetensors", "tokenizers")
+    require("safetensors", "tokenizers", what="python -m babygpt.export")
     from safetensors.torch import save_file
     weights = hf_weights(ckpt["model"], ckpt["model_config"])
     tokenizer, tokenizer_config = hf_tokenizer(ckpt["meta"])

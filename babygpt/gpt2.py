@@ -8,7 +8,8 @@ so OpenAI's weights fit it once three things are translated:
   * the matrices: GPT-2 stores its Linear layers as "Conv1D", a (in, out) matrix used as x @ W, where
                 nn.Linear keeps (out, in) and computes x @ W.T: each of them is transposed;
   * the GELU:   GPT-2 uses the tanh approximation of GELU, mlp_act 'gelu_tanh' (the lecture's 'gelu' is
-                the exact one; the two differ by less than 0.001, enough to change a greedy token sometimes).
+                the exact one; they differ by at most 0.00047, at x = 2.70, in float64: enough to change a
+                greedy token now and then, so a loaded GPT-2 computes GPT-2's).
 The tokenizer is GPT-2's BPE, tiktoken's r50k_base (babygpt/tokenizer.py GPT2Tokenizer).
 
 Where the weights come from: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) is downloaded once by
@@ -31,13 +32,14 @@ from babygpt.cli import UserError
 from babygpt.tokenizer import GPT2Tokenizer
 from model import GPT, GPTConfig
 
-HUB_MODELS = {  # --init_from NAME -> the model's repository on the Hugging Face hub
-    "gpt2": "openai-community/gpt2",  # 124M parameters: 12 layers, 12 heads, 768 wide
-    "gpt2-medium": "openai-community/gpt2-medium",  # 350M: 24 layers, 16 heads, 1024 wide
-    "gpt2-large": "openai-community/gpt2-large",  # 774M: 36 layers, 20 heads, 1280 wide
-    "gpt2-xl": "openai-community/gpt2-xl",  # 1558M: 48 layers, 25 heads, 1600 wide
+# --init_from NAME -> the model's repository on the Hugging Face hub. The parameter counts (the tied head
+# once) are GPT(config).num_params() of each shape, built on torch's meta device (docs/walkthrough.md, step 10)
+HUB_MODELS = {
+    "gpt2": "openai-community/gpt2",  # 124,439,808 parameters: 12 layers, 12 heads, 768 wide
+    "gpt2-medium": "openai-community/gpt2-medium",  # 354,823,168: 24 layers, 16 heads, 1024 wide
+    "gpt2-large": "openai-community/gpt2-large",  # 774,030,080: 36 layers, 20 heads, 1280 wide
+    "gpt2-xl": "openai-community/gpt2-xl",  # 1,557,611,200: 48 layers, 25 heads, 1600 wide
 }
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INSTALL = "pip install -e .[gpt2]"
 # transformers' activation_function values and the mlp_act that computes the same function
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
@@ -59,9 +61,9 @@ def missing_packages(*names):
     return None
 
 
-def require(*names):
+def require(*names, what="loading GPT-2's weights"):
     if missing := missing_packages(*names):
-        raise UserError(f"loading GPT-2's weights needs the {missing} package: {INSTALL}")
+        raise UserError(f"{what} needs the {missing} package: {INSTALL}")
 
 
 def fetch(name):

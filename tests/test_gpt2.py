@@ -285,3 +285,10 @@ def test_gpt2_small_has_124439808_parameters(tmp_path):
     assert model.num_params() == 124_439_808
     assert (model.config.n_layer, model.config.n_head, model.config.n_embd, model.config.block_size) == \
         (12, 12, 768, 1024)
+
+
+def test_ci_installs_the_gpt2_extra_so_these_tests_run_there():
+    from babygpt.cli import tomllib
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpt2"]
+    installs = [line.split() for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pip install" in line]
+    assert any(set(extra) <= set(words) for words in installs)
