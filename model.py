@@ -36,7 +36,7 @@ class GPTConfig:
     pos_emb: str = "learned"  # 'learned' (block_size position vectors) or 'rope' (rotate q and k)
     norm: str = "layernorm"  # or 'rmsnorm': scale by the root-mean-square only (no mean, no bias)
     qk_norm: bool = False  # RMS-normalise each head's queries and keys (steadier at high lr)
-    mlp_act: str = "gelu"  # the MLP's nonlinearity: 'gelu' or 'relu2' (ReLU squared)
+    mlp_act: str = "gelu"  # nonlinearity: 'gelu', 'gelu_tanh' (GPT-2's) or 'relu2' (ReLU squared)
     tie_head: bool = True  # the LM head shares its matrix with the token embedding
     zero_init_proj: bool = False  # output projections start at 0: each block starts as identity
 
@@ -52,7 +52,7 @@ class GPTConfig:
         if self.attn_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
         for name, allowed in (("pos_emb", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
-                              ("mlp_act", ("gelu", "relu2")),
+                              ("mlp_act", ("gelu", "relu2", "gelu_tanh")),
                               ("attn_pattern", ("causal", "sliding", "bigbird"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -94,7 +94,7 @@ def layer_mask(attn, n_new, first=0, device=None, explicit=False):
 
 
 def rotary_cos_sin(positions, head_size, base=10000.0):
-    """RoPE tables for positions (T,) -> cos, sin (T, head_size): pair i (elements i, i + hs/2) turns
+    """RoPE tables for positions (T,) -> cos, sin (T, head_size): pair i (elements i, i+hs/2) turns
     by position * base^(-2i/hs); q and k both turn, so q . k depends only on their distance."""
     freqs = base ** (-torch.arange(0, head_size, 2, device=positions.device).float() / head_size)
     angles = positions.float()[:, None] * freqs[None, :]  # (T, hs/2)
@@ -181,10 +181,11 @@ class MLP(nn.Module):
         self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
         self.relu2 = config.mlp_act == "relu2"
+        self.gelu = "tanh" if config.mlp_act == "gelu_tanh" else "none"  # GPT-2 uses the tanh form
 
     def forward(self, x):
         x = self.c_fc(x)  # (B, T, 4C)
-        x = F.relu(x).square() if self.relu2 else F.gelu(x)  # (B, T, 4C)
+        x = F.relu(x).square() if self.relu2 else F.gelu(x, approximate=self.gelu)  # (B, T, 4C)
         return self.dropout(self.c_proj(x))  # (B, T, C)
 
 

@@ -26,7 +26,7 @@ if __name__ == "__main__":
 
 import torch
 
-from babygpt import checkpoint, engine
+from babygpt import checkpoint, engine, gpt2
 from babygpt.cli import Parser, UserError, add_dataclass_flags, build
 from babygpt.device import pick_device
 from babygpt.runner import run
@@ -43,6 +43,7 @@ MIN_TEMPERATURE = 1e-3  # below this, sampling is greedy in all but name: use 0
 class SampleConfig:
     out_dir: str = "out"  # read OUT_DIR/ckpt.pt, the best checkpoint train.py wrote there
     ckpt: str = ""  # read this checkpoint instead: a file or a run's folder (its ckpt.pt)
+    init_from: str = ""  # GPT-2's weights instead: gpt2, gpt2-medium, -large, -xl, or a folder
     start: str = "\n"  # the prompt; FILE:path reads it from a file; empty means a newline
     num_samples: int = 1  # samples to generate, as one batch
     max_new_tokens: int = 500  # tokens to generate per sample (characters, for the char tokenizer)
@@ -121,12 +122,12 @@ def main(argv=None):
     add_dataclass_flags(parser, SampleConfig, "sampling")
     cfg = build(SampleConfig, vars(parser.parse_args(argv)), "invalid setting")
 
-    path = checkpoint.resolve(cfg.out_dir, cfg.ckpt)
+    path = Path(cfg.init_from) if cfg.init_from else checkpoint.resolve(cfg.out_dir, cfg.ckpt)
     device = pick_device(cfg.device)
     # the time per generated token tells it when another program takes a core (babygpt/threads.py)
     threads = use_threads(cfg.threads, adapt=device == "cpu")
     try:
-        ckpt = checkpoint.load(path)
+        ckpt = gpt2.as_checkpoint(cfg.init_from) if cfg.init_from else checkpoint.load(path)
         model = checkpoint.load_model(ckpt, device, source=path)
     except checkpoint.CheckpointError as e:
         if elsewhere := files.elsewhere_hint(cfg.out_dir, "--out_dir"):  # (run from another folder)

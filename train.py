@@ -27,13 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from babygpt import checkpoint, compiling, device, distributed, engine, files, locks, memory
+from babygpt import checkpoint, compiling, device, distributed, engine, files, gpt2, locks, memory
 from babygpt.attention_patterns import attention_pattern
-from babygpt.cli import (UserError, add_dataclass_flags, build, check_fields, load_preset,
-                         preset_note, preset_parser)
+from babygpt.cli import (UserError, add_dataclass_flags, build, check_fields, load_preset, preset_note, preset_parser)
 from babygpt.metrics import MetricsLog
 from babygpt.muon import make_muon_optimizer
-from babygpt.optimizer import make_optimizer
+from babygpt.optimizer import make_optimizer, set_learning_rate
 from babygpt.progress import Progress
 from babygpt.stopping import StopSignal, farewell
 from babygpt.tokenizer import (TokenizerUnavailable, bits_per_character, read_meta,
@@ -50,6 +49,7 @@ class TrainConfig:
     out_dir: str = "out"  # where checkpoints and metrics go
     resume: bool = False  # continue OUT_DIR/last.pt instead of starting a new run
     overwrite: bool = False  # allow a new run to replace the checkpoints already in out_dir
+    init_from: str = ""  # start from GPT-2's weights: gpt2, gpt2-medium, -large, -xl, or a folder
     # how long, how often to evaluate
     max_iters: int = 2000  # optimizer steps in the whole run
     eval_interval: int = 250  # evaluate, print a sample and save checkpoints every this many steps
@@ -168,12 +168,6 @@ def learning_rate_at(it, cfg: TrainConfig):
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def set_learning_rate(optimizer, lr):
-    """Every param group follows the schedule; Muon's at its own peak rate (lr_scale, muon.py)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-
-
 def build_optimizer(model, cfg, fused=False):
     """AdamW for everything, or Muon for the blocks' matrices and AdamW for the rest."""
     betas = (cfg.beta1, cfg.beta2)
@@ -258,6 +252,7 @@ def main(argv=None):
     # -- model, optimizer, random streams
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_config, attention_pattern(model_config)).to(machine.device)  # (BigBird's links)
+    model_config, model = gpt2.start_from(cfg, model, meta, resumed)  # --init_from: GPT-2 instead
     optimizer = build_optimizer(model, cfg, fused=machine.fused)
     torch.manual_seed(cfg.seed + machine.rank)  # dropout differs between ranks (rank 0: as alone)
     # One data stream per micro-batch slot of a step, seeded by its slot number. Rank r owns the

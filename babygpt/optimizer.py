@@ -32,6 +32,13 @@ def make_optimizer(model, learning_rate, weight_decay, betas, fused=False):
 HOW_NOT_WHAT = ("foreach", "fused", "capturable", "differentiable")
 
 
+def set_learning_rate(optimizer, lr):
+    """Every param group follows the schedule (train.py's learning_rate_at); Muon's at its own peak rate
+    (lr_scale, muon.py)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
 def load_state(optimizer, state_dict):
     """optimizer.load_state_dict(state_dict), keeping how this machine computes the update.
 

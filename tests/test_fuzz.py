@@ -229,7 +229,7 @@ def test_sample_with_a_garbage_or_damaged_checkpoint_never_prints_a_traceback(da
 def field_types():
     """{flag: type} for every train.py flag whose values are checked (paths accept any text)."""
     fields = [*dataclasses.fields(GPTConfig), *dataclasses.fields(train.TrainConfig)]
-    return {f.name: type(f.default) for f in fields if f.name not in ("vocab_size", "data_dir", "out_dir")}
+    return {f.name: type(f.default) for f in fields if f.name not in ("vocab_size", "data_dir", "out_dir", "init_from")}
 
 
 def is_valid(kind, text):

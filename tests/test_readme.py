@@ -45,6 +45,7 @@ NOT_HERE = {  # what this test leaves to others, and why
     "my.txt": "a placeholder for the learner's own file",
     "bpe": "training a BPE takes 10 s or more; tests/test_tokenizers.py trains one",
     "explore": "a web server that runs until Ctrl-C: tests/test_explore_live.py starts and stops it",
+    "--init_from": "GPT-2's weights need the network or a folder of them: tests/test_gpt2.py runs these",
 }
 
 

@@ -29,6 +29,7 @@ import train
 from babygpt import checkpoint, compiling, threads
 from babygpt.cli import UserError, build
 from babygpt.device import autocast_context, fast_bf16, pick_device, system_settings
+from babygpt.optimizer import set_learning_rate
 from babygpt.runner import run
 from model import GPT, GPTConfig
 from tools.common import (ToolParser, count, data_meta, finite, output, peak_memory_mb, preset_names,
@@ -78,7 +79,7 @@ class PresetRun:
         sync()
         start = time.perf_counter()
         for _ in range(iters):
-            train.set_learning_rate(self.optimizer, train.learning_rate_at(self.iter_num, self.cfg))
+            set_learning_rate(self.optimizer, train.learning_rate_at(self.iter_num, self.cfg))
             for generator in self.generators:
                 x, y = self.batch(generator)
                 with self.autocast:
@@ -350,7 +351,7 @@ def levers(args):
         for _ in range(iters):
             if lever["rng"]:
                 checkpoint.rng_state([generator], "cpu")
-            train.set_learning_rate(optimizer, train.learning_rate_at(it[0], cfg))
+            set_learning_rate(optimizer, train.learning_rate_at(it[0], cfg))
             x, y = train.get_batch(data, cfg.batch_size, 64, generator)
             with autocast:
                 _, loss = step_model(x, y)
