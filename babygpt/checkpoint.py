@@ -318,15 +318,15 @@ class Saver:
         if not same_tokenizer(resumed["meta"], self.meta):
             raise UserError(f"the tokenizer (vocabulary) in {self.cfg.data_dir} differs from the one "
                             f"{self.out_dir / 'last.pt'} was trained on; resume with the same --data_dir")
+        missing = [key for key in ("optimizer", "rng") if key not in resumed]  # (load() checks the rest)
+        if missing:  # said as load() says it of the parts every checkpoint has
+            raise UserError(f"cannot resume: {self.out_dir / 'last.pt'} is incomplete (missing {missing[0]})")
         try:
             self.model.load_state_dict(resumed["model"])
             optimizer_state.load_state(self.optimizer, resumed["optimizer"])
             restore_rng_state(resumed["rng"], self.data_generators, self.machine.device_type, self.machine.rank,
                               first_slot)
         except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:  # a damaged or hand-edited last.pt
-            if isinstance(e, KeyError):  # a part of the checkpoint is missing: said as load() says it
-                raise UserError(f"cannot resume: {self.out_dir / 'last.pt'} is incomplete (missing "
-                                f"{e.args[0]})") from None
             reason = str(e).strip().splitlines()[-1]
             raise UserError(f"cannot resume: {self.out_dir / 'last.pt'} does not fit this run ({reason})") from None
         self.best_val_loss, self.last_saved = resumed["best_val_loss"], resumed["iter_num"]
