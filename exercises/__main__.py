@@ -5,12 +5,18 @@ python -m exercises check NAME --solutions   the same checks on exercises/soluti
 python -m exercises train [--solutions]      your pieces as a GPT, trained next to babygpt's own (about a minute)
 """
 
+import signal
 import sys
 from pathlib import Path
 
-from babygpt.cli import Parser
+from babygpt import runner
 
-from exercises import EXERCISES, NAMES, unknown_name_message
+if __name__ == "__main__":  # Ctrl-C while torch is still importing: "interrupted", not a traceback
+    signal.signal(signal.SIGINT, runner.exit_quietly)
+
+from babygpt.cli import Parser  # noqa: E402 -- after the Ctrl-C handler
+
+from exercises import EXERCISES, NAMES, unknown_name_message  # noqa: E402
 
 
 def parse(argv):
@@ -50,10 +56,7 @@ def check_one(name, folder):
     if name not in NAMES:
         print(unknown_name_message(name), file=sys.stderr)
         return 2
-    import torch
-
     from exercises.checker import check
-    torch.set_num_threads(1)  # tiny inputs: one thread is fastest, and steady on a busy machine
     result = check(name, folder)
     print(result.report())
     return 0 if result.state == "done" else 1
@@ -67,6 +70,8 @@ def main(argv=None):
     if args.dir is not None and not args.dir.is_dir():
         print(f"--dir {args.dir}: no such folder", file=sys.stderr)
         return 2
+    import torch
+    torch.set_num_threads(1)  # tiny inputs: one thread is fastest, and steady on a busy machine
     if args.command == "list":
         return list_exercises(folder)
     if args.command == "check":
@@ -79,4 +84,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(runner.run(main))  # Ctrl-C, a closed pipe, a full disk: one line, never a traceback

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from exercises import NAMES
 from exercises.checker import Verdict, Wrong, describe, first_difference
+from exercises.sandbox import Made
 
 
 
@@ -69,8 +70,8 @@ def check_get_batch(c):
     B, T = 4, 8
     got = c.call("get_batch", data, B, T, torch.Generator().manual_seed(1))
     x, y = c.pair(got, "get_batch", ("x", "y"))
-    c.tensor(x, "x", (B, T), "(batch_size, block_size)")
-    c.tensor(y, "y", (B, T), "(batch_size, block_size)")
+    c.tensor(x, "x", (B, T), "(batch_size, block_size)", dtype=None)
+    c.tensor(y, "y", (B, T), "(batch_size, block_size)", dtype=None)
     for name, t in (("x", x), ("y", y)):
         if t.dtype != torch.long:
             raise Wrong(f"{name} has dtype {t.dtype}; token ids go into nn.Embedding, which wants torch.long "
@@ -90,7 +91,8 @@ def check_get_batch(c):
         raise Wrong(f"y[0, 0] should be x[0, 1] = {x[0, 0].item() + 1} (the token that follows x[0, 0]), yours "
                     f"is {y[0, 0].item()}: the targets are the same window shifted left by one")
     c.ok("y is x shifted by one: y[b, t] is the token after x[b, t]")
-    again = c.call("get_batch", data, B, T, torch.Generator().manual_seed(1))
+    torch.manual_seed(1)  # another global random state (each call's child starts from this one's): only the
+    again = c.call("get_batch", data, B, T, torch.Generator().manual_seed(1))  # generator may fix the batches
     if not torch.equal(again[0], x):
         raise Wrong("two calls with generators seeded the same gave different batches: pass "
                     "generator=generator to torch.randint, so a seed fixes the batches")
@@ -109,10 +111,10 @@ def check_get_batch(c):
 
 def check_bigram(c):
     V, B, T = 65, 4, 16
-    model = c.call("BigramLanguageModel", V)
-    if not isinstance(model, nn.Module):
+    model = c.call("BigramLanguageModel", V)  # made in a child: what it is, and how to make it again there
+    if not (isinstance(model, Made) and model.is_module):
         raise Wrong(f"BigramLanguageModel should be an nn.Module, yours made {describe(model)}")
-    n = sum(p.numel() for p in model.parameters())
+    n = model.n_params
     if n != V * V:
         raise Wrong(f"a bigram model is one (V, V) = ({V}, {V}) table, {V * V} numbers; yours has {n} parameters")
     c.ok(f"one ({V}, {V}) table of parameters")
@@ -191,18 +193,36 @@ def score_ratio(weights, q, k, causal=False):
     return None
 
 
+def masked_scores(q, k, causal, keep=None):
+    """q @ k^T / sqrt(head_size), (B, T, T); with causal, -inf where keep is False (keep: the past, s <= t)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))
+    if causal:
+        T = q.size(1)
+        keep = torch.ones(T, T, dtype=torch.bool).tril() if keep is None else keep
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return scores
+
+
 def check_weights(c, weights, q, k, v, causal, B, T):
     """The shared part of attention_head and causal_mask: rows sum to 1, scale, query/key order."""
     sums = weights.detach().sum(-1)  # (B, T)
     bad = (sums - 1).abs() > 1e-4
     if bad.any():
         b, t = (int(i) for i in bad.nonzero()[0])
-        if causal and weights.detach().triu(1).abs().max() < 1e-7 and (sums <= 1 + 1e-4).all():
-            raise Wrong(f"row {t} of the attention weights sums to {sums[b, t].item():.2f}, not 1, and the future "
-                        f"is 0: the mask was applied after the softmax. Set the future's scores to -inf before "
-                        f"the softmax, so the weights of the past still sum to 1")
-        raise Wrong(f"row {t} of the attention weights sums to {sums[b, t].item():.2f}, not 1: is the softmax "
-                    f"over the last dimension (dim=-1), the keys?")
+        said = f"row {t} of the attention weights sums to {sums[b, t].item():.2f}, not 1"
+        scores = masked_scores(q, k, causal)
+        mistakes = [(scores.softmax(-2), f"{said}: your softmax is over dim=1, the queries (each column sums to "
+                                         f"1); take the softmax over the last dimension (dim=-1), the keys")]
+        if causal:
+            past = torch.ones(T, T, dtype=torch.bool).tril()
+            mistakes.append((masked_scores(q, k, False).softmax(-1) * past,
+                             f"{said}, and the future is 0: the mask was applied after the softmax. Set the "
+                             f"future's scores to -inf before the softmax, so the weights of the past still sum "
+                             f"to 1"))
+        for result, message in mistakes:
+            if c.same_as(weights, result):
+                raise Wrong(message)
+        raise Wrong(f"{said} (babygpt's weights are a softmax over the keys: every row sums to 1)")
     c.ok("every row of the weights sums to 1 (the softmax is over the keys)")
     expected_out, expected = reference_attention(q, k, v, causal)
     swapped = reference_attention(k, q, v, causal)[1]
@@ -236,7 +256,7 @@ def check_attention_head(c):
     c.ok(f"out has shape (B, T, head_size) = {(B, T, hs)}, weights (B, T, T) = {(B, T, T)}")
     with torch.no_grad():
         q, k, v = query(x), key(x), value(x)
-    if weights.detach().triu(1).abs().max() < 1e-7:
+    if c.same_as(weights, masked_scores(q, k, True).softmax(-1)):
         raise Wrong("your weights are 0 above the diagonal: this head has no mask yet, every position reads "
                     "every position (the mask is the next exercise, causal_mask)")
     expected_out = check_weights(c, weights, q, k, v, False, B, T)
@@ -258,18 +278,30 @@ def check_causal_mask(c):
     c.tensor(weights, "the weights", (B, T, T), "(B, T, T)")
     c.ok(f"out has shape (B, T, head_size) = {(B, T, hs)}, weights (B, T, T) = {(B, T, T)}")
     w = weights.detach()
+    past = torch.ones(T, T, dtype=torch.bool).tril()
     if torch.isnan(w).any():
         t = int(torch.isnan(w).any(-1).any(0).nonzero()[0])
-        raise Wrong(f"row {t} of the weights is NaN: position {t} may see nothing, all its scores are -inf. Every "
-                    f"position may read itself: keep the diagonal (torch.tril keeps it, column <= row)")
-    if w.tril(-1).abs().max() < 1e-7 and w.triu(1).abs().max() > 1e-3:
+        said = f"row {t} of the weights is NaN"
+        for result, message in [
+            (masked_scores(q, k, True, keep=~past).softmax(-1),
+             f"{said}: your mask is inverted. It hides each position and its past and keeps only the future (the "
+             f"last position, with nothing left to read, gets NaN). Hide the future instead: -inf where key s "
+             f"comes after query t (s > t), torch.tril keeps the rest"),
+            (masked_scores(q, k, True, keep=past.tril(-1)).softmax(-1),
+             f"{said}: position {t} may see nothing, all its scores are -inf. Every position may read itself: "
+             f"keep the diagonal (torch.tril keeps it, column <= row)"),
+        ]:
+            if c.same_as(w, result):
+                raise Wrong(message)
+        raise Wrong(f"{said} (a softmax of a row whose scores are all -inf is NaN); babygpt's rows are numbers "
+                    f"that sum to 1")
+    if c.same_as(w, masked_scores(q, k, True, keep=past.T).softmax(-1)):
         raise Wrong("position 0 reads the positions after it and the last position reads only itself: the "
                     "triangle is upside down. Keep the past, torch.tril: key s is allowed for query t if s <= t")
     future = w.triu(1)
     if future.abs().max() > 1e-7:
         b, t, s = (int(i) for i in (future.abs() > 1e-7).nonzero()[0])
-        zero_scores = q @ k.transpose(-2, -1) / math.sqrt(hs)
-        zero_scores = zero_scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), 0.0).softmax(-1)
+        zero_scores = masked_scores(q, k, False).masked_fill(~past, 0.0).softmax(-1)
         if c.same_as(w, zero_scores):
             raise Wrong(f"position {t} gives weight {w[b, t, s].item():.2f} to position {s}: the future's scores "
                         f"were set to 0, not -inf, and e^0 = 1 still counts. Use float('-inf')")
@@ -290,7 +322,8 @@ def check_causal_mask(c):
     c.ok("changing position 5 changes only positions 5 and later, as babygpt's")
 
 
-def heads_attention(x, c_attn, c_proj, n_head, scale=None, causal=True, project=True, split=True, merge=True):
+def heads_attention(x, c_attn, c_proj, n_head, scale=None, causal=True, project=True, split=True, merge=True,
+                    mask_after=False, softmax_dim=-1):
     """Multi-head attention with switches, to recognise what a mistake returns (all switches at their default:
     babygpt's). split/merge False: heads cut with view alone, which mixes positions."""
     B, T, C = x.shape
@@ -301,9 +334,13 @@ def heads_attention(x, c_attn, c_proj, n_head, scale=None, causal=True, project=
     else:
         q, k, v = (t.reshape(B, n_head, T, hs) for t in (q, k, v))
     scores = q @ k.transpose(-2, -1) / math.sqrt(scale or hs)  # (B, nh, T, T)
-    if causal:
-        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-    y = scores.softmax(-1) @ v  # (B, nh, T, hs)
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    if causal and not mask_after:
+        scores = scores.masked_fill(future, float("-inf"))
+    weights = scores.softmax(softmax_dim)
+    if causal and mask_after:
+        weights = weights.masked_fill(future, 0.0)
+    y = weights @ v  # (B, nh, T, hs)
     y = y.transpose(1, 2).reshape(B, T, C) if merge else y.reshape(B, T, C)
     return c_proj(y) if project else y
 
@@ -340,6 +377,14 @@ def check_multi_head(c):
              "view(B, T, n_head, hs).transpose(1, 2)"),
             (heads_attention(x, c_attn, c_proj, nh, causal=False),
              "position 0's output depends on later positions: the mask lets it see the future"),
+            (heads_attention(x, c_attn, c_proj, nh, mask_after=True),
+             "the mask was applied after the softmax: the future's weights are 0, but the softmax counted the "
+             "future's scores, so each row of weights sums to less than 1 and depends on later positions. Set "
+             "the future's scores to -inf before the softmax"),
+            (heads_attention(x, c_attn, c_proj, nh, softmax_dim=-2),
+             "your softmax is over dim=-2, the queries: each key's weights sum to 1 over the positions that "
+             "read it, so a position's output depends on later ones. Take the softmax over the last dimension "
+             "(dim=-1), the keys"),
         ]
     changed = x.clone()
     changed[:, 4] += 1.0
@@ -350,8 +395,8 @@ def check_multi_head(c):
             if c.same_as(out, result):
                 raise Wrong(message)
         t = int(moved[:4].nonzero()[0])
-        raise Wrong(f"position {t}'s output changes when position 4's input changes: the mask lets it see the "
-                    f"future, or the heads were split or merged in a way that mixes positions")
+        raise Wrong(f"position {t}'s output changes when position 4's input changes (babygpt's position {t} "
+                    f"depends only on positions 0..{t})")
     c.ok("changing position 4 changes only positions 4 and later")
     c.match(out, expected, "the output", mistakes)
     c.ok("the output equals babygpt's CausalSelfAttention with the same weights")
@@ -429,41 +474,79 @@ def check_lm_loss(c):
     c.ok("the loss has a gradient for the logits")
 
 
+LR_STEPS = {"warmup": (0, 4, 9), "decay": (10, 35, 60, 85, 109), "after": (110, 150, 200)}
+LR_PHASES = {  # what babygpt's rate is in each phase: the neutral line's reminder
+    "warmup": "during warmup babygpt's rate is learning_rate * (it + 1) / (warmup_iters + 1)",
+    "decay": "from warmup_iters to decay_iters babygpt's rate is min_lr + 0.5 * (1 + cos(pi * progress)) * "
+             "(learning_rate - min_lr), progress = (it - warmup_iters) / (decay_iters - warmup_iters)",
+    "after": "from decay_iters on babygpt's rate is min_lr",
+}
+
+
+def schedule(it, lr, min_lr, warmup, decay, warmup_from_zero=False, progress_from_zero=False, shape="cosine",
+             clamp=True):
+    """The learning rate with switches, to recognise what a mistake computes (all at their default: babygpt's)."""
+    if it < warmup:
+        return lr * it / warmup if warmup_from_zero else lr * (it + 1) / (warmup + 1)
+    if clamp and it >= decay:
+        return min_lr
+    progress = it / decay if progress_from_zero else (it - warmup) / (decay - warmup)
+    falling = 0.5 * (1 + math.cos(math.pi * progress))  # 1 -> 0
+    return {"cosine": min_lr + falling * (lr - min_lr), "rising": min_lr + (1 - falling) * (lr - min_lr),
+            "no half": min_lr + 2 * falling * (lr - min_lr), "to zero": falling * lr,
+            "line": lr + progress * (min_lr - lr)}[shape]
+
+
+LR_MISTAKES = [  # (phase, switches, what it means): named only when every step of that phase is this mistake's
+    ("warmup", {"warmup_from_zero": True},
+     "your warmup starts at 0, so the first step learns nothing. babygpt's climbs from lr/(warmup+1): "
+     "lr * (it + 1) / (warmup_iters + 1)"),
+    ("decay", {"progress_from_zero": True},
+     "at the end of warmup the decay starts from the peak, learning_rate. Measure its progress from there: "
+     "(it - warmup_iters) / (decay_iters - warmup_iters)"),
+    ("decay", {"shape": "rising"},
+     "your cosine rises, from min_lr at the end of warmup to learning_rate at decay_iters; it should fall from "
+     "learning_rate to min_lr: min_lr + 0.5 * (1 + cos(pi * progress)) * (learning_rate - min_lr)"),
+    ("decay", {"shape": "no half"},
+     "your decay starts at 2 * learning_rate - min_lr: 1 + cos(pi * progress) goes from 2 down to 0, so halve "
+     "it, 0.5 * (1 + cos(pi * progress))"),
+    ("decay", {"shape": "line"},
+     "yours decays in a straight line; babygpt's follows a cosine, min_lr + 0.5 * (1 + cos(pi * progress)) * "
+     "(learning_rate - min_lr)"),
+    ("decay", {"shape": "to zero"},
+     "yours decays to 0, babygpt's to min_lr: min_lr + 0.5 * (1 + cos(pi * progress)) * (learning_rate - min_lr)"),
+    ("after", {"clamp": False},
+     "after decay_iters your cosine goes on and climbs again; babygpt's rate stays at min_lr from decay_iters on"),
+]
+
+
 def check_lr_schedule(c):
     import train  # the reference (imported here: it is slow to import)
     lr, min_lr, warmup, decay = 1e-3, 1e-4, 10, 110
     cfg = train.TrainConfig(learning_rate=lr, min_lr=min_lr, warmup_iters=warmup, lr_decay_iters=decay,
                             max_iters=decay)
-    for it in (0, 4, 9, 10, 35, 60, 85, 109, 110, 200):
-        got = c.call("learning_rate_at", it, lr, min_lr, warmup, decay)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
+    steps = [it for phase in LR_STEPS.values() for it in phase]
+    yours = {}
+    for it, got in zip(steps, c.calls("learning_rate_at", [(it, lr, min_lr, warmup, decay) for it in steps])):
+        if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_complex():
             got = got.item()
-        if not isinstance(got, (int, float)):
-            raise Wrong(f"learning_rate_at should return a number, yours returned {describe(got)}")
-        expected = train.learning_rate_at(it, cfg)
-        if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-12):
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise Wrong(f"learning_rate_at should return a number, yours returned {describe(got)} at step {it}")
+        yours[it] = got
+
+    def same(a, b):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+    for phase, phase_steps in LR_STEPS.items():
+        wrong = [it for it in phase_steps if not same(yours[it], train.learning_rate_at(it, cfg))]
+        if not wrong:
             continue
-        said = f"at step {it} yours is {got:.4g}, babygpt's {expected:.4g}"
-        progress = (it - warmup) / (decay - warmup)
-        if it < warmup:
-            if math.isclose(got, lr * it / warmup, rel_tol=1e-6, abs_tol=1e-12):
-                raise Wrong(f"{said}: your warmup starts at 0, so the first step learns nothing. babygpt's "
-                            f"climbs from lr/(warmup+1): lr * (it + 1) / (warmup_iters + 1)")
-            raise Wrong(f"{said}: during warmup the rate climbs in a straight line, lr * (it + 1) / "
-                        f"(warmup_iters + 1)")
-        if it == warmup:
-            raise Wrong(f"{said}: at the end of warmup the decay starts from the peak, learning_rate. Measure "
-                        f"its progress from there: (it - warmup_iters) / (decay_iters - warmup_iters)")
-        if it >= decay:
-            raise Wrong(f"{said}: after decay_iters the rate stays at min_lr")
-        if math.isclose(got, lr + progress * (min_lr - lr), rel_tol=1e-6):
-            raise Wrong(f"{said}: yours decays in a straight line; babygpt's follows a cosine, min_lr + "
-                        f"0.5 * (1 + cos(pi * progress)) * (learning_rate - min_lr)")
-        if math.isclose(got, 0.5 * (1 + math.cos(math.pi * progress)) * lr, rel_tol=1e-6):
-            raise Wrong(f"{said}: yours decays to 0, babygpt's to min_lr: min_lr + 0.5 * (1 + cos(pi * "
-                        f"progress)) * (learning_rate - min_lr)")
-        raise Wrong(f"{said}: between warmup and decay_iters the rate is min_lr + 0.5 * (1 + cos(pi * progress))"
-                    f" * (learning_rate - min_lr), progress going from 0 to 1")
+        it = wrong[0]
+        said = f"at step {it} yours is {yours[it]:.4g}, babygpt's {train.learning_rate_at(it, cfg):.4g}"
+        for mistake_phase, switches, meaning in LR_MISTAKES:
+            if mistake_phase == phase and all(same(yours[s], schedule(s, lr, min_lr, warmup, decay, **switches))
+                                              for s in phase_steps):
+                raise Wrong(f"{said}: {meaning}")
+        raise Wrong(f"{said} ({LR_PHASES[phase]})")
     c.ok("warmup: a straight line from lr/(warmup+1) up to the peak")
     c.ok("then a cosine from the peak down to min_lr, and min_lr after decay_iters: train.learning_rate_at's")
 
@@ -610,14 +693,15 @@ def check_generate(c):
     gpt, spy = spy_model()
     block_size, n_new = gpt.config.block_size, 14
     prompt = torch.randint(V, (B, 3))
-    out = c.call("generate", spy, prompt, n_new, block_size, generator=torch.Generator().manual_seed(0))
-    c.tensor(out, "the output", (B, 3 + n_new), "(B, T + max_new_tokens)")
+    out, inputs = c.call_watching(lambda: spy.inputs, "generate", spy, prompt, n_new, block_size,
+                                  generator=torch.Generator().manual_seed(0))
+    c.tensor(out, "the output", (B, 3 + n_new), "(B, T + max_new_tokens)", dtype=torch.long)
     if not torch.equal(out[:, :3], prompt):
         raise Wrong("the output should start with the prompt, unchanged, then the new tokens")
     c.ok(f"the output is the prompt followed by {n_new} new tokens")
-    if len(spy.inputs) != n_new:
-        raise Wrong(f"the model was called {len(spy.inputs)} times for {n_new} new tokens: once per new token")
-    for step, given in enumerate(spy.inputs):
+    if len(inputs) != n_new:
+        raise Wrong(f"the model was called {len(inputs)} times for {n_new} new tokens: once per new token")
+    for step, given in enumerate(inputs):
         seen = out[:, :3 + step]
         if given.shape == seen[:, -block_size:].shape and torch.equal(given, seen[:, -block_size:]):
             continue
@@ -627,6 +711,7 @@ def check_generate(c):
         raise Wrong(f"at step {step + 1} the model should be given the last {min(block_size, seen.size(1))} "
                     f"tokens of the text so far, yours gave it {describe(given)}")
     c.ok(f"the model always sees the last block_size = {block_size} tokens at most")
+    torch.manual_seed(1)  # another global random state: only the generator may fix the tokens
     again = c.call("generate", spy, prompt, n_new, block_size, generator=torch.Generator().manual_seed(0))
     if not torch.equal(again, out):
         raise Wrong("two runs with generators seeded the same wrote different tokens: draw with "
