@@ -198,51 +198,54 @@ class Checker:
         self.passed.append(line)
 
     def call(self, target, *args, **kwargs):
-        """The learner's target(*args, **kwargs) (target: a name in their file, or an object they made) in a child
-        process, within the time limit; its return value. Raises Wrong if it changes an input in place, raises,
-        exits or runs too long, and NotWritten while it still raises NotImplementedError."""
-        return self.call_watching(None, target, *args, **kwargs)[0]
+        """The learner's target(*args, **kwargs) (target: a name in their file) in a child process, within the
+        time limit: its return value. Raises Wrong if it changes an input in place, raises, exits or runs too
+        long, and NotWritten while it still raises NotImplementedError."""
+        return self.script((target, args, kwargs))[0]
 
     def call_watching(self, watch, target, *args, **kwargs):
         """call(...), and watch() evaluated in the child right after it (what a stand-in the checker handed to the
         learner's code saw, such as generate's spy): (value, watched)."""
-        name = target if isinstance(target, str) else target.class_name
-        rng = torch.get_rng_state()  # what the child starts from: an object made there can be made again
-
-        def steps(module):
-            return call_in_child(module, self.path, target, args, kwargs, watch)
-        value, watched = self.run(steps, name)
-        if isinstance(value, Made):
-            value.recipe = (target, args, kwargs, rng)
-        return value, watched
+        results = self.script((target, args, kwargs, watch))
+        return results[0], results.watched[0]
 
     def calls(self, target, argument_lists):
-        """target(*args) for each args of argument_lists, in one child: the list of values."""
-        def steps(module):
-            return [call_in_child(module, self.path, target, args, {}, None)[0] for args in argument_lists]
-        return self.run(steps, target)
+        """target(*args) for each args of argument_lists, in one child: the list of their values."""
+        results = self.script(*[(target, args) for args in argument_lists])
+        return [results[i] for i in range(len(argument_lists))]
 
-    def run(self, steps, name):
-        """steps(module) in a child with the learner's file imported as module; what it returned, or the verdict
-        for what happened instead."""
-        path = self.path
+    def script(self, *calls):
+        """Several calls in one child (a fork costs some milliseconds), in order, each with its own time limit.
+        A call is (target, args), (target, args, kwargs) or (target, args, kwargs, watch); target is a name in
+        the learner's file or Later(i), the object call i returned, which may be an argument too. Returns
+        Results: results[i] is call i's value, or raises the verdict of what happened instead (the calls after
+        a failed one do not run)."""
+        calls = [tuple(call) + ({}, None)[len(call) - 2:] for call in calls]
+        path, values, watched = self.path, [], []
 
         def job(channel):
             module = load_module(path)
             channel.loaded()
-            return steps(module)
-        outcome = run_in_child(job, [path], self.time_limit)
+            made = []
+            for target, args, kwargs, watch in calls:
+                target = made[target.index] if isinstance(target, Later) else target
+                args = [made[a.index] if isinstance(a, Later) else a for a in args]
+                value, seen = call_in_child(module, path, target, args, kwargs, watch)
+                made.append(value)
+                channel.send([value, seen])
+
+        def heard(message):
+            values.append(message[0])
+            watched.append(message[1])
+        outcome = run_in_child(job, [path], self.time_limit, on_message=heard)
         if outcome.printed and outcome.printed not in self.printed:
             self.printed.append(outcome.printed)
+        problem = None
         if outcome.kind != "value":
-            raise learner_problem(outcome, name, path, self.time_limit)
-        value = outcome.value
-        foreign = find_foreign(value)
-        if foreign is not None:
-            raise Wrong(f"{name} returned a tensor on the {foreign.device} device ({foreign.dtype}, shape "
-                        f"{foreign.shape}): babygpt's inputs here are on the CPU; keep your tensors where the "
-                        f"inputs are (no .to(...) or device=...)")
-        return value
+            failed = calls[min(len(values), len(calls) - 1)][0]
+            name = failed if isinstance(failed, str) else "your object"
+            problem = learner_problem(outcome, name, path, self.time_limit)
+        return Results(values, watched, problem, [c[0] for c in calls])
 
     # -- comparisons that name what came back
 
@@ -307,7 +310,7 @@ def call_in_child(module, path, target, args, kwargs, watch):
             raise Wrong(f"{shown_path(path)} has no {target}: keep the name the stub gives it")
         name = target
     else:
-        function, name = remake(module, path, target), target.class_name
+        function, name = target, type(target).__name__
     try:
         signed = function.forward if isinstance(function, nn.Module) else function
         named = dict(inspect.signature(signed).bind(*args, **kwargs).arguments)
@@ -327,16 +330,31 @@ def call_in_child(module, path, target, args, kwargs, watch):
     return value, (watch() if watch is not None else None)
 
 
-def remake(module, path, made):
-    """An object the learner's code made in an earlier child, made again here the same way (same random state)."""
-    target, args, kwargs, rng = made.recipe
-    now = torch.get_rng_state()
-    torch.set_rng_state(rng)
-    try:
-        obj, _ = call_in_child(module, path, target, args, kwargs, None)
-    finally:
-        torch.set_rng_state(now)
-    return obj
+class Later:
+    """In a script: the object an earlier call returned (call `index`), used there as it is."""
+
+    def __init__(self, index):
+        self.index = index
+
+
+class Results:
+    """The values of a script's calls, as they came back; reaching the call that failed raises its verdict."""
+
+    def __init__(self, values, watched, problem, targets):
+        self.values, self.watched, self.problem, self.targets = values, watched, problem, targets
+
+    def __getitem__(self, i):
+        if i < len(self.values):
+            value = self.values[i]
+            foreign = find_foreign(value)
+            if foreign is not None:
+                target = self.targets[i]
+                name = target if isinstance(target, str) else "your object"
+                raise Wrong(f"{name} returned a tensor on the {foreign.device} device ({foreign.dtype}, shape "
+                            f"{foreign.shape}): babygpt's inputs here are on the CPU; keep your tensors where "
+                            f"the inputs are (no .to(...) or device=...)")
+            return value
+        raise self.problem or Wrong("the checker lost track of your code's results")
 
 
 class Verdict(BaseException):

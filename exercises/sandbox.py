@@ -18,6 +18,7 @@ for code that behaves, but the protection above is the fork's.
 import atexit
 import builtins
 import faulthandler
+import gc
 import io
 import json
 import linecache
@@ -109,11 +110,11 @@ def encode_tensor(t, blobs):
 
 
 class Made:
-    """An object the learner's code made that cannot cross the pipe (a model): its description, and how to make
-    it again in the next child (the call that made it, with the random state it started from)."""
+    """An object the learner's code made that cannot cross the pipe (a model): what it is. (A later call in the
+    same child uses the object itself: Checker.script's Later.)"""
 
-    def __init__(self, description, class_name, n_params=None, recipe=None):
-        self.description, self.class_name, self.n_params, self.recipe = description, class_name, n_params, recipe
+    def __init__(self, description, class_name, n_params=None):
+        self.description, self.class_name, self.n_params = description, class_name, n_params
         self.is_module = n_params is not None
 
     def __repr__(self):
@@ -257,6 +258,7 @@ def arm_trace(time_limit, trace_fd):
 def child_main(job, paths, time_limit, result_w, out_w, trace_w):
     """The child: fresh standard streams (stdin empty, stdout and stderr into the parent's pipe), then the job."""
     me = _getpid()
+    gc.disable()  # a short life: a collection would only copy the parent's memory page by page
     try:
         os.setpgid(0, 0)
     except OSError:
