@@ -257,8 +257,8 @@ class Checker:
             names = f" {letters}" if letters else ""
             raise Wrong(f"{what} should have shape {tuple(shape)}{names}, yours has {tuple(value.shape)}")
         if dtype is not None and value.dtype != dtype:
-            raise Wrong(f"{what} has dtype {value.dtype}, babygpt's {dtype} (the dtype of the inputs): keep it, "
-                        f"no .double(), .bool() or torch.tensor(...) of Python numbers on the way")
+            raise Wrong(f"{what} should be {dtype} (as babygpt's: the inputs' dtype), yours is {value.dtype}: no "
+                        f".double(), .bool(), comparisons or torch.tensor(...) of Python numbers on the way")
         return value
 
     def pair(self, value, what, names):

@@ -161,13 +161,13 @@ def train_both(folder, iters=None, data_dir=None, piece_limit=PIECE_LIMIT):
         raise UserError(f"--iters must be at least 1 (optimizer steps), got {iters}")
     data_dir = Path(data_dir) if data_dir is not None else Path(shown_path(DATA_DIR))
     torch.set_num_threads(1)  # both sides alike, and steady on a busy machine
+    meta, splits = read_data(data_dir)  # first: a missing data set is found before the checks' second or two
     results = [check(name, folder) for name in NEEDED]
     unfinished = [f"{r.name} ({r.state})" for r in results if r.state != "done"]
     if unfinished:
         print(f"train builds a GPT from your pieces; finish these first: {', '.join(unfinished)} "
               f"(python -m exercises check NAME)", file=sys.stderr)
         return 1
-    meta, splits = read_data(data_dir)
     vocab_size = meta["vocab_size"]
     print(f"a GPT of {MODEL['n_layer']} layers, {MODEL['n_head']} heads, {MODEL['n_embd']} wide, block "
           f"{MODEL['block_size']}; {iters} steps of batch {BATCH_SIZE} on Tiny Shakespeare, seed {SEED}, once "
