@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+FORK = hasattr(os, "fork")  # Linux, macOS: the learner's code runs in a child; elsewhere here (run_here)
 PRINTED_CAP = 4000  # characters of the learner's printed output kept for the verdict
 _exit, _write, _getpid = os._exit, os.write, os.getpid  # ours, whatever the learner's code does to os
 
@@ -324,8 +325,8 @@ def run_in_child(job, paths, time_limit, on_message=None):
     """job(channel) in a child process, within time_limit seconds for the import (until channel.loaded()) and
     again for what follows (and again after each channel.send, when on_message is given: exercises train's
     limit is per piece of work). An Outcome; the child and anything it started are gone when this returns."""
-    if not hasattr(os, "fork"):
-        return run_here(job, paths, time_limit)
+    if not FORK:
+        return run_here(job, paths, time_limit, on_message)
     for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written again by the child
         try:
             stream.flush()
@@ -471,7 +472,7 @@ class TimeLimit(BaseException):
     """Raised inside the learner's code when it runs too long (BaseException: `except Exception` won't eat it)."""
 
 
-def run_here(job, paths, time_limit):
+def run_here(job, paths, time_limit, on_message=None):
     """The fallback without os.fork: the job in this process (the learner's code is not isolated), stopped by an
     alarm in the main thread where there is one, else abandoned in a daemon thread."""
     class Here:
@@ -481,7 +482,9 @@ def run_here(job, paths, time_limit):
             self.stage = "call"
 
         def send(self, value):
-            pass
+            if on_message is not None:
+                blobs = []
+                on_message(decode(encode(value, blobs), blobs))  # as it would have come through the pipe
     channel = Here()
     try:
         value = with_time_limit(job, time_limit, channel)
