@@ -127,8 +127,8 @@ def learner_problem(outcome, name, path, time_limit):
     if outcome.kind == "timeout":
         where = f" (it was at {outcome.where})" if outcome.where else ""
         if outcome.stage == "load":
-            return Wrong(f"importing your file did not finish in {time_limit:g} s and was stopped{where}: is there "
-                         f"a loop outside a function?")
+            return Wrong(f"importing {shown_path(path)} did not finish in {time_limit:g} s and was stopped{where}: "
+                         f"is there a loop outside a function?")
         return Wrong(f"{name} did not return within {time_limit:g} s on a tiny input and was stopped{where}: is "
                      f"there a loop that never ends?")
     if outcome.kind == "exit":

@@ -42,8 +42,9 @@ HOSTILE = {
                                                          "query(x)")], "wrong",
                                  ["attention_head did not return within", "was stopped", "attention_head.py line",
                                   "never ends"]),
-    "ignored_sigalrm": ("causal_mask", "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n",
-                        [("    T = q.size(1)", "    while True:\n        pass")], "wrong",
+    "ignored_sigalrm": ("causal_mask", "import signal\n",
+                        [("    T = q.size(1)", "    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n    while True:\n"
+                                            "        pass")], "wrong",
                         ["causal_attention did not return within", "never ends"]),
     "thread_that_never_ends": ("kv_cache", "import threading, time\nthreading.Thread(target=lambda: [time.sleep(0.05) "
                                "for _ in iter(int, 1)]).start()\n", [], "done", []),
@@ -239,8 +240,9 @@ def test_a_closed_pipe_and_a_full_disk_are_quiet(tmp_path):
     process.stdout.close()
     err = process.stderr.read()
     assert process.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err
-    with open("/dev/full", "w") as full:
-        done = exercises_command("--solutions", stdout=full, stderr=subprocess.PIPE, capture_output=False)
+    with open("/dev/full", "w") as full:  # `> /dev/full`
+        done = subprocess.run([sys.executable, "-m", "exercises", "--solutions"], cwd=ROOT, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: cannot write to standard output: No space left on device"
 
