@@ -273,13 +273,19 @@ def test_train_runs_the_learners_side_in_a_child(tmp_path, slice_dir, capsys):
     assert "difference           0.0000  (the same model" in out and "your GPT: step 8/8" in out
 
 
-def test_without_fork_the_checks_run_in_this_process_with_the_same_verdicts(tmp_path, monkeypatch):
+def test_without_fork_the_checks_run_in_this_process_with_the_same_verdicts(monkeypatch):
     """Where there is no os.fork (Windows), the learner's code runs here, under a thread or alarm time limit (a
     file that ignores it, or sleeps under a bare except, is stopped only where the child can be killed)."""
     from exercises import sandbox
     monkeypatch.setattr(sandbox, "FORK", False)
     for name in ("vocabulary", "bigram", "generate"):
         assert check(name, SOLUTIONS).state == "done", name
+
+
+@pytest.mark.slow
+def test_without_fork_a_loop_still_meets_the_time_limit(tmp_path, monkeypatch):
+    from exercises import sandbox
+    monkeypatch.setattr(sandbox, "FORK", False)
     source = (SOLUTIONS / "block.py").read_text().replace("    x = x + attn", "    while True:\n        pass\n    x = x + attn")
     (tmp_path / "block.py").write_text(source)
     assert "block did not return within 1 s" in check("block", tmp_path, time_limit=1.0).problem
