@@ -31,7 +31,8 @@ import torch.nn as nn
 
 from babygpt.files import kind_of
 from exercises import NAMES, unknown_name_message
-from exercises.sandbox import Foreign, Made, run_in_child
+from exercises.pipe_format import Foreign, Made
+from exercises.sandbox import run_in_child
 
 HERE = Path(__file__).resolve().parent
 SOLUTIONS = HERE / "solutions"

@@ -25,8 +25,8 @@ torch.set_num_threads(1)
 
 LR_BODY = "    if it < warmup_iters:"
 BLOCK_RETURN = "    return x\n"
-SLEEP_FOREVER = ("    import time\n    while True:\n        try:\n            time.sleep(10)\n        except:  # noqa: E722\n"
-                 "            pass\n")
+SLEEP_FOREVER = ("    import time\n    while True:\n        try:\n            time.sleep(10)\n"
+                 "        except:  # noqa: E722\n            pass\n")
 
 # name: (exercise, lines put first in the file, [(old, new) in the solution], state, words in the verdict)
 HOSTILE = {
@@ -139,7 +139,8 @@ def test_the_list_shows_the_other_eleven_done_with_a_hostile_file_among_them(tmp
 
 
 def test_the_learners_printed_output_is_kept_apart_from_the_verdict(tmp_path):
-    source = (SOLUTIONS / "block.py").read_text().replace(BLOCK_RETURN, "    print('hello from block')\n" + BLOCK_RETURN)
+    printing = "    print('hello from block')\n" + BLOCK_RETURN
+    source = (SOLUTIONS / "block.py").read_text().replace(BLOCK_RETURN, printing)
     (tmp_path / "block.py").write_text(source)
     result = check("block", tmp_path)
     lines = result.report().splitlines()
@@ -286,6 +287,7 @@ def test_without_fork_the_checks_run_in_this_process_with_the_same_verdicts(monk
 def test_without_fork_a_loop_still_meets_the_time_limit(tmp_path, monkeypatch):
     from exercises import sandbox
     monkeypatch.setattr(sandbox, "FORK", False)
-    source = (SOLUTIONS / "block.py").read_text().replace("    x = x + attn", "    while True:\n        pass\n    x = x + attn")
+    looping = "    while True:\n        pass\n    x = x + attn"
+    source = (SOLUTIONS / "block.py").read_text().replace("    x = x + attn", looping)
     (tmp_path / "block.py").write_text(source)
     assert "block did not return within 1 s" in check("block", tmp_path, time_limit=1.0).problem
