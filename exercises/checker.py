@@ -7,9 +7,9 @@ mistake that most likely explains it.
     result = check("attention_head", folder=SOLUTIONS)  # exercises/solutions/attention_head.py
     print(result.report())                            # result.state: "done", "wrong" or "not started"
 
-How a check is written: each exercise has a function check_NAME(c) in exercises/checks.py. It calls the learner's
-code through c.call(...), records what holds with c.ok(...), and raises Wrong(message) at the first thing that
-does not. Every c.call runs in a child process (exercises/sandbox.py) with a hard time limit: the learner's file
+How a check is written: each exercise has a function check_NAME(c) (exercises/checks.py lists them). It calls
+the learner's code through c.call(...) or c.script(...), records what holds with c.ok(...), and raises
+Wrong(message) at the first thing that does not. Every c.call runs in a child process (exercises/sandbox.py) with a hard time limit: the learner's file
 is imported there, the function called, its inputs guarded against changes in place, and only the returned
 values come back. So this process never runs the learner's code, and its reference values (model.py, train.py,
 torch) cannot be changed by it. Known mistakes are recognised by computing what that mistake would return
