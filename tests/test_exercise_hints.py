@@ -20,7 +20,7 @@ HINTS = {
     "progress from 0": "Measure its progress from there",
     "rising cosine": "your cosine rises",
     "no 0.5": "halve it",
-    "straight line": "straight line",
+    "straight line": "decays in a straight line",
     "decays to 0": "decays to 0",
     "no clamp": "climbs again",
     "mask after softmax": "applied after the softmax",
