@@ -10,6 +10,13 @@ Each exercise is one file, exercises/NAME.py: a function's signature, a docstrin
 a hint, and `raise NotImplementedError` where your code goes. They follow docs/walkthrough.md step by step.
 The checker (exercises/checker.py) runs your function on small random inputs and compares it with babygpt's
 own code (model.py, train.py) and with torch; exercises/solutions/ holds one answer for each.
+
+Your code runs in a child process, never in the checker's own (exercises/sandbox.py): each check has a time
+limit after which the child is killed, and whatever your file does -- sys.exit, an endless loop, patching torch
+or train, printing -- cannot change babygpt's reference values, the other exercises' verdicts or the command's
+exit status. What your code prints is shown apart, above the verdict. A hint names a known mistake only when your
+numbers are exactly what that mistake computes; otherwise the verdict says what was expected, what came back and
+where.
 """
 
 # (name, the walkthrough step it belongs to, what you write) in the order of the walkthrough

@@ -5,12 +5,18 @@ python -m exercises check NAME --solutions   the same checks on exercises/soluti
 python -m exercises train [--solutions]      your pieces as a GPT, trained next to babygpt's own (about a minute)
 """
 
+import signal
 import sys
 from pathlib import Path
 
-from babygpt.cli import Parser
+from babygpt import runner
 
-from exercises import EXERCISES, NAMES, unknown_name_message
+if __name__ == "__main__":  # Ctrl-C while torch is still importing: "interrupted", not a traceback
+    signal.signal(signal.SIGINT, runner.exit_quietly)
+
+from babygpt.cli import Parser, UserError  # noqa: E402 -- after the Ctrl-C handler
+
+from exercises import EXERCISES, NAMES, unknown_name_message  # noqa: E402
 
 
 def parse(argv):
@@ -30,8 +36,14 @@ def folder_of(args):
     return args.dir or (here / "solutions" if args.solutions else here)
 
 
+def one_thread():
+    import torch
+    torch.set_num_threads(1)  # tiny inputs: one thread is fastest, and steady on a busy machine
+
+
 def list_exercises(folder):
     from exercises.checker import check, shown_path
+    one_thread()
     results = [check(name, folder) for name in NAMES]
     print(f"babygpt exercises, in the walkthrough's order (files in {shown_path(folder)}/):")
     for i, ((name, step, what), result) in enumerate(zip(EXERCISES, results), 1):
@@ -50,10 +62,8 @@ def check_one(name, folder):
     if name not in NAMES:
         print(unknown_name_message(name), file=sys.stderr)
         return 2
-    import torch
-
     from exercises.checker import check
-    torch.set_num_threads(1)  # tiny inputs: one thread is fastest, and steady on a busy machine
+    one_thread()
     result = check(name, folder)
     print(result.report())
     return 0 if result.state == "done" else 1
@@ -72,6 +82,8 @@ def main(argv=None):
     if args.command == "check":
         return check_one(args.name, folder)
     if args.command == "train":
+        if args.iters is not None and args.iters < 1:
+            raise UserError(f"--iters must be at least 1 (optimizer steps), got {args.iters}")
         from exercises.yourgpt import train_both
         return train_both(folder, args.iters, args.data_dir)
     print(f"unknown command {args.command!r}: list, check NAME or train", file=sys.stderr)
@@ -79,4 +91,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(runner.run(main))  # Ctrl-C, a closed pipe, a full disk: one line, never a traceback

@@ -8,19 +8,23 @@ on the matrices only) and the same gradient clipping. Your side runs the same pa
 get_batch, multi_head_attention inside block, lm_loss, learning_rate_at and adamw_update, and writes its sample
 with your generate and decode. If every piece is right the two runs see the same numbers, and their
 validation losses agree to within float rounding.
+
+Your side runs in a child process (exercises/sandbox.py), as the checks do: each call of one of your pieces has
+PIECE_LIMIT seconds before the child is killed, and nothing your code does there can change babygpt's side.
 """
 
-import json
 import math
 import sys
 import time
-import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
 import torch
 
-from exercises.checker import check, shown_path
+from babygpt import locks
+from babygpt.cli import UserError
+from exercises.checker import check, exercise_path, learner_problem, load_module, shown_path
+from exercises.sandbox import run_in_child
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data" / "shakespeare_char"
@@ -30,16 +34,26 @@ MODEL = dict(block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.0)
 BATCH_SIZE, LEARNING_RATE, MIN_LR, WARMUP_ITERS = 16, 2e-3, 2e-4, 30
 BETAS, EPS, WEIGHT_DECAY, GRAD_CLIP = (0.9, 0.99), 1e-8, 0.1, 1.0
 ITERS, EVAL_ITERS, SEED, SAMPLE_CHARS = 1500, 20, 1337, 200
+PIECE_LIMIT = 60.0  # seconds for one call of one of your pieces (each takes milliseconds; generous on a busy CPU)
+FUNCTIONS = {"vocabulary": ["build_vocabulary", "encode", "decode"], "get_batch": ["get_batch"],
+             "multi_head": ["multi_head_attention"], "block": ["block"], "lm_loss": ["lm_loss"],
+             "lr_schedule": ["learning_rate_at"], "adamw": ["adamw_update"], "generate": ["generate"]}
 
 
-class LearnerFailed(Exception):
-    """An exception from the learner's code during training, as one line."""
-
-
-def load_pieces(folder):
-    """The learner's modules, by exercise name (they all passed their checks)."""
-    from exercises.checker import exercise_path, load
-    return {name: load(exercise_path(name, folder)) for name in NEEDED}
+def load_pieces(folder, announce):
+    """The learner's functions, by exercise name (they all passed their checks), each call announced first (in
+    the child: the parent's time limit starts again, and it knows which piece a killed child was in)."""
+    def traced(name, function):
+        def call(*args, **kwargs):
+            announce(["piece", name])
+            return function(*args, **kwargs)
+        return call
+    pieces = {}
+    for exercise in NEEDED:
+        module = load_module(exercise_path(exercise, folder))
+        pieces[exercise] = SimpleNamespace(**{name: traced(name, getattr(module, name))
+                                              for name in FUNCTIONS[exercise]})
+    return pieces
 
 
 def your_logits(pieces, model, idx):
@@ -57,10 +71,10 @@ def your_logits(pieces, model, idx):
 class Side:
     """One of the two runs: how it draws batches, computes the loss, sets the rate and steps the optimizer."""
 
-    def __init__(self, name, pieces, vocab_size):
+    def __init__(self, name, pieces, vocab_size, say=print):
         import train
         from model import GPT, GPTConfig
-        self.name, self.pieces, self.train = name, pieces, train
+        self.name, self.pieces, self.train, self.say = name, pieces, train, say
         torch.manual_seed(SEED)
         self.model = GPT(GPTConfig(vocab_size=vocab_size, **MODEL))
         self.params = list(self.model.parameters())
@@ -109,6 +123,8 @@ class Side:
         generator = torch.Generator().manual_seed(SEED)
         start = time.perf_counter()
         for it in range(iters):
+            if self.pieces is not None:
+                self.say(["step", it + 1])
             lr = self.learning_rate(it, iters)
             x, y = self.batch(data, generator)
             loss = self.loss(x, y)
@@ -116,8 +132,8 @@ class Side:
             torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP)
             self.step(it, lr)
             if (it + 1) % max(1, iters // 5) == 0 or it + 1 == iters:
-                print(f"  {self.name}: step {it + 1}/{iters}, train loss {loss.item():.4f} "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+                self.say(f"  {self.name}: step {it + 1}/{iters}, train loss {loss.item():.4f} "
+                         f"({time.perf_counter() - start:.0f} s)")
 
     @torch.no_grad()
     def val_loss(self, data):
@@ -126,59 +142,74 @@ class Side:
 
 
 def read_data(data_dir):
-    meta_path = data_dir / "meta.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{shown_path(meta_path)} not found: run `python prepare.py` first (it writes "
-                                f"Tiny Shakespeare's train.bin, val.bin and meta.json)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    """meta.json and the two splits, with train.py's own checks (one line for a missing, broken or foreign
+    folder, naming the folder to prepare)."""
+    import train
+    meta, _ = train.load_vocabulary(data_dir)
+    locks.unlock_folder(data_dir)  # read once, here: the lock train.py holds for a whole run is not needed
     if meta.get("tokenizer", "char") != "char":
-        raise FileNotFoundError(f"{shown_path(data_dir)} holds {meta['tokenizer']} tokens; the exercises "
-                                f"train on characters: run `python prepare.py` again")
-    splits = {s: np.memmap(data_dir / f"{s}.bin", dtype=np.uint16, mode="r") for s in ("train", "val")}
+        raise UserError(f"{data_dir} holds {meta['tokenizer']} tokens; the exercises train on characters: "
+                        f"python prepare.py --out_dir {data_dir} (the default tokenizer is char)")
+    splits = {s: train.load_split(data_dir, s, MODEL["block_size"], meta["vocab_size"]) for s in ("train", "val")}
     return meta, splits
 
 
-def learner_line(error, folder):
-    """An exception from the learner's files, as their file, line and message."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if Path(f.filename).resolve().parent == Path(folder).resolve()]
-    where = f", at {shown_path(frames[-1].filename)} line {frames[-1].lineno}" if frames else ""
-    return f"your code raised {type(error).__name__}: {error}{where}"
-
-
-def train_both(folder, iters=None, data_dir=None):
+def train_both(folder, iters=None, data_dir=None, piece_limit=PIECE_LIMIT):
     """The command: check the pieces, train both sides, print their val losses and your sample."""
-    iters, data_dir = iters or ITERS, Path(data_dir or DATA_DIR)
+    iters = ITERS if iters is None else iters
     if iters < 1:
-        print(f"--iters must be at least 1, got {iters}", file=sys.stderr)
-        return 2
+        raise UserError(f"--iters must be at least 1 (optimizer steps), got {iters}")
+    data_dir = Path(data_dir) if data_dir is not None else Path(shown_path(DATA_DIR))
     torch.set_num_threads(1)  # both sides alike, and steady on a busy machine
+    meta, splits = read_data(data_dir)  # first: a missing data set is found before the checks' second or two
     results = [check(name, folder) for name in NEEDED]
     unfinished = [f"{r.name} ({r.state})" for r in results if r.state != "done"]
     if unfinished:
         print(f"train builds a GPT from your pieces; finish these first: {', '.join(unfinished)} "
               f"(python -m exercises check NAME)", file=sys.stderr)
         return 1
-    try:
-        meta, splits = read_data(data_dir)
-    except FileNotFoundError as e:
-        print(e, file=sys.stderr)
-        return 1
-    pieces = load_pieces(folder)
     vocab_size = meta["vocab_size"]
     print(f"a GPT of {MODEL['n_layer']} layers, {MODEL['n_head']} heads, {MODEL['n_embd']} wide, block "
           f"{MODEL['block_size']}; {iters} steps of batch {BATCH_SIZE} on Tiny Shakespeare, seed {SEED}, once "
-          f"with babygpt's code and once with yours (files in {shown_path(folder)}/)")
-    babygpt, yours = Side("babygpt's model.GPT", None, vocab_size), Side("your GPT", pieces, vocab_size)
+          f"with babygpt's code and once with yours (files in {shown_path(folder)}/)", flush=True)
+    babygpt = Side("babygpt's model.GPT", None, vocab_size)
     babygpt.train_on(splits["train"], iters)
-    try:
+    babygpt_loss = babygpt.val_loss(splits["val"])
+    where = {"step": None, "piece": None}
+
+    def heard(message):  # from the child: a line to print, or where it is
+        if isinstance(message, str):
+            print(message, flush=True)
+        else:
+            where[message[0]] = message[1]
+
+    def job(channel):
+        pieces = load_pieces(folder, channel.send)
+        channel.loaded()
+        yours = Side("your GPT", pieces, vocab_size, say=channel.send)
         yours.train_on(splits["train"], iters)
-        losses = {side.name: side.val_loss(splits["val"]) for side in (babygpt, yours)}
-        text = your_sample(pieces, yours.model, meta)
-    except Exception as e:
-        print(learner_line(e, folder), file=sys.stderr)
+        return {"loss": yours.val_loss(splits["val"]), "text": your_sample(pieces, yours.model, meta)}
+    paths = [exercise_path(name, folder) for name in NEEDED]
+    outcome = run_in_child(job, paths, piece_limit, on_message=heard)
+    if outcome.printed:
+        print("your code printed (shown apart):\n" + "\n".join(f"  | {line}" for line in
+                                                           outcome.printed.splitlines()[:20]))
+    value = outcome.value if outcome.kind == "value" else None
+    if not (isinstance(value, dict) and isinstance(value.get("loss"), float)):
+        step = f" at training step {where['step']}" if where["step"] else ""
+        piece = f"your {where['piece']}" if where["piece"] else "your code"
+        if outcome.kind == "timeout":
+            at = f" (it was at {outcome.where})" if outcome.where else ""
+            problem = (f"{piece} did not return within {piece_limit:g} s{step} and was stopped{at}: is there a "
+                       f"loop that never ends?")
+        elif outcome.kind == "value":
+            problem = f"your GPT's val loss is {value!r:.60}, not a number"
+        else:
+            problem = f"{learner_problem(outcome, piece, paths[0], piece_limit)}{step}"
+        print(problem, file=sys.stderr)
         return 1
-    gap = abs(losses[yours.name] - losses[babygpt.name])
+    losses = {babygpt.name: babygpt_loss, "your GPT": value["loss"]}
+    gap = abs(losses["your GPT"] - losses[babygpt.name])
     print(f"\nval loss ({EVAL_ITERS} batches, the same for both; ln({vocab_size}) = {math.log(vocab_size):.2f} at "
           f"the start):")
     for name, loss in losses.items():
@@ -187,7 +218,7 @@ def train_both(folder, iters=None, data_dir=None):
         "they differ: a piece passes its checks but not the whole run; compare your files with exercises/solutions/"
     print(f"  difference           {gap:.4f}  ({verdict})")
     print(f"\nyour GPT writes ({SAMPLE_CHARS} characters, your generate and decode):")
-    print(text)
+    print(value["text"] if isinstance(value["text"], str) else f"(your decode returned {value['text']!r:.60})")
     return 0 if gap <= 0.01 else 1
 
 

@@ -214,15 +214,15 @@ def test_an_exception_in_the_learners_code_is_their_file_and_line(tmp_path):
 
 def test_a_function_that_never_returns_meets_the_time_limit(tmp_path):
     plant(tmp_path, "attention_head", [("q, k, v = query(x), key(x), value(x)", "while True:\n        pass")])
-    result = check("attention_head", tmp_path, time_limit=0.3)
+    result = check("attention_head", tmp_path, time_limit=1.0)  # (a child's start-up on a busy machine: < 1 s)
     assert result.state == "wrong"
-    assert "did not return within 0.3 s" in result.problem and "never ends" in result.problem
+    assert "did not return within 1 s" in result.problem and "never ends" in result.problem
 
 
 def test_a_loop_at_import_meets_the_time_limit_too(tmp_path):
     (tmp_path / "block.py").write_text("while True:\n    pass\n")
-    result = check("block", tmp_path, time_limit=0.3)
-    assert "did not finish in 0.3 s" in result.problem
+    result = check("block", tmp_path, time_limit=1.0)
+    assert "did not finish in 1 s" in result.problem
 
 
 def test_a_function_that_changes_its_inputs_is_told_so(tmp_path):
