@@ -54,6 +54,7 @@ def test_a_flag_nothing_resembles_gets_no_guess(capsys):
     assert "unrecognized arguments: --zzzzzz" in err and "did you mean" not in err
 
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not shutil.which("taskset") or (os.cpu_count() or 1) < 2,
                     reason="needs taskset and two CPUs")
 def test_threads_are_checked_against_the_cpus_the_process_may_use(trained_run):
@@ -92,6 +93,7 @@ def test_a_preset_that_is_not_utf8_is_one_line(preset_dir, capsys):
 
 # -- text that cannot be printed: a terminal whose encoding lacks a character
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_prepare_prints_a_vocabulary_the_terminal_cannot_show(tmp_path):
     """PYTHONIOENCODING=ascii on a text with accents, CJK and emoji: prepare.py wrote the data set, then died
     printing the vocabulary (exit 1: the user believed it failed)."""
@@ -108,6 +110,7 @@ def test_prepare_prints_a_vocabulary_the_terminal_cannot_show(tmp_path):
 # -- interrupted means non-zero: the exit statuses themselves are tested with real signals in the slow tier
 # (test_interrupt.py: SIGINT 130; test_hostile.py: SIGTERM 143; test_hostile3.py: SIGHUP 129)
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_a_finished_training_exits_0(slice_dir, tmp_path):
     done = run_script("train.py", "--data_dir", slice_dir, "--out_dir", tmp_path / "o", *TINY, "--max_iters", 2,
                       "--eval_interval", 2)
@@ -159,6 +162,7 @@ def test_a_tool_never_makes_folders_nor_writes_into_a_device(tmp_path, capsys):
         assert says in err
 
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 @pytest.mark.parametrize("argv", [["train.py", "--max_iters", "2", "--out_dir"], ["sample.py", "--out_dir"],
                                   ["tools/whole_val.py"], ["prepare.py", "--out_dir"]])
 def test_a_name_longer_than_255_bytes_is_one_line(argv, tmp_path):
@@ -170,6 +174,7 @@ def test_a_name_longer_than_255_bytes_is_one_line(argv, tmp_path):
 
 # -- unbounded input: one prompt line that never ends
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_an_endless_prompt_line_is_refused_not_read_forever(trained_run):
     with open("/dev/zero", "rb") as zeros:
         done = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--out_dir", str(trained_run), "--interactive"],
@@ -181,6 +186,7 @@ def test_an_endless_prompt_line_is_refused_not_read_forever(trained_run):
 
 # -- concurrency and integrity
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_a_second_prepare_into_a_folder_being_prepared_is_refused(shakespeare_text, tmp_path, capsys):
     """Two prepare.py into one folder both exited 0, and the last to finish replaced the other's data. Now the
     folder is held from the start: the second is refused with the holder's pid and command."""
@@ -222,6 +228,7 @@ def test_the_lock_holders_command_is_cut_with_an_ellipsis(monkeypatch):
 
 # -- from another folder
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_from_another_folder_the_advice_points_at_the_project(tmp_path):
     done = run_script("train.py", "--max_iters", 1, cwd=tmp_path)
     assert done.returncode == 2
@@ -229,6 +236,7 @@ def test_from_another_folder_the_advice_points_at_the_project(tmp_path):
     assert not (tmp_path / "data").exists()  # nothing downloaded or made here
 
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_the_last_line_names_the_scripts_as_they_were_run(slice_dir, tmp_path):
     done = subprocess.run([sys.executable, "../train.py", "--data_dir", str(slice_dir), "--out_dir",
                            str(tmp_path / "o"), *TINY, "--max_iters", "2", "--eval_interval", "2"],
@@ -254,6 +262,7 @@ def test_every_tool_runs_by_its_path(tool):
 
 # -- pictures: an unusable MPLBACKEND, characters the font lacks
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_an_unusable_mplbackend_is_one_note_and_the_picture_is_drawn(trained_run, tmp_path):
     env = {**os.environ, "MPLBACKEND": "nonsense"}
     done = subprocess.run([sys.executable, str(ROOT / "plot.py"), "loss", str(trained_run), "--out",
@@ -278,6 +287,7 @@ def test_characters_the_font_lacks_are_one_note(tmp_path, capsys):
 
 # -- sampling's small things
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_sample_says_what_it_did_to_the_prompt(trained_run, capsys):
     from conftest import TINY as _  # noqa: F401  (the trained run is the tiny model: block_size 32)
     code = run_script("sample.py", "--out_dir", trained_run, "--start", "ROMEO: " * 20, "--max_new_tokens", 3)
@@ -289,6 +299,7 @@ def test_sample_says_what_it_did_to_the_prompt(trained_run, capsys):
 
 # -- the newcomer's frictions
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 @pytest.mark.skipif(not shutil.which("make") or sys.platform != "linux", reason="needs make on Linux")
 def test_make_installs_the_cpu_only_torch_on_linux_without_an_nvidia_gpu():
     """N1: the Linux default was PyPI's 4.7 GB CUDA build, on a laptop with no NVIDIA GPU."""
@@ -325,6 +336,7 @@ def test_resuming_a_checkpoint_without_its_optimizer_says_it_is_incomplete(train
     assert "last.pt is incomplete (missing optimizer)" in err
 
 
+@pytest.mark.slow  # a fresh Python process, as a user runs it
 def test_a_byte_that_is_not_utf8_is_shown_as_the_shell_shows_it():
     done = subprocess.run([sys.executable, "-m", "tools.whole_val", b"caf\xe9"], cwd=ROOT, capture_output=True,
                           timeout=120)
