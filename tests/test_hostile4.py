@@ -342,3 +342,23 @@ def test_a_byte_that_is_not_utf8_is_shown_as_the_shell_shows_it():
                           timeout=120)
     stderr = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2 and "'caf\\xe9' is not UTF-8 text" in stderr, stderr
+
+
+ENTRY_POINTS = [  # every command a user runs, with the first letters of one of its flags
+    ("lessons.build_up", ["--ste", "3"]), ("lessons.sparse_attention", ["--win", "4"]),
+    ("lessons.infinite_memory", ["--block", "8"]), ("lessons.vit", ["--ite", "1"]),
+    ("lessons.encoder_decoder", ["--len", "3"]), ("lessons.message_passing", ["--hel"]),
+    ("tools.budget", ["--minu", "1"]), ("tools.busy", ["--thr", "1"]), ("tools.gpu_check", ["--pres", "x"]),
+    ("tools.peer", ["--nanogpt", "x", "--sho", "5"]), ("tools.make_figures", ["--data", "x"]),
+    ("tools.explore_screenshot", ["--ckpt", "x", "--ste", "2"]), ("tools.speed", ["throughput", "--pre", "x"]),
+    ("tools.generation", ["sample", "--sam", "2"]), ("tools.whole_val", ["out", "--data", "x"]),
+    ("exercises.__main__", ["check", "bigram", "--sol"]),
+]
+
+
+@pytest.mark.parametrize("module, argv", ENTRY_POINTS, ids=[m for m, _ in ENTRY_POINTS])
+def test_no_entry_point_takes_a_prefix_for_a_flag(module, argv, capsys):
+    import importlib
+    main = importlib.import_module(module).main
+    err = fails(main, argv, capsys)
+    assert "unrecognized arguments: --" in err
