@@ -90,7 +90,7 @@ class TrainConfig:
                      "decay": ("cosine", "linear"), "optimizer": ("adamw", "muon")},
             unit_interval=("beta1", "beta2", "muon_momentum"),
             above_zero=("learning_rate", "muon_lr"), folders=("data_dir", "out_dir"),
-            device=True, seed=True)
+            device=True, seed=True, schedule=True)
 
 
 MODEL_FLAGS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]  # (data's)

@@ -193,11 +193,12 @@ def check_preset_agrees(preset, preset_values, saved, flags):
 
 
 def check_fields(settings, positive=(), non_negative=(), choices=None, unit_interval=(), above_zero=(),
-                 folders=(), device=False, seed=False):
+                 folders=(), device=False, seed=False, schedule=False):
     """The common checks of a settings dataclass, each failure a one-line ValueError naming the field: no NaN or
     infinity anywhere, counts at least 1, sizes not negative, words from a fixed list, betas in [0, 1), rates
     above zero, folder names not empty ('' is an unset shell variable, not the working folder); with device=True
-    a device name, with seed=True a seed that fits torch's 64 bits (train.py evaluates with seed + 1)."""
+    a device name, with seed=True a seed that fits torch's 64 bits (train.py evaluates with seed + 1), with
+    schedule=True a learning-rate schedule that decays (min_lr not above the peak, no decay ending in warmup)."""
     for name, value in vars(settings).items():  # nan passes every < and > test below, so refuse it first
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
@@ -225,6 +226,12 @@ def check_fields(settings, positive=(), non_negative=(), choices=None, unit_inte
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {settings.device!r}")
     if seed and not -2**63 <= settings.seed < 2**63 - 1:
         raise ValueError(f"seed must fit in a signed 64-bit integer, got {settings.seed}")
+    if schedule and settings.min_lr > settings.learning_rate:
+        raise ValueError(f"min_lr ({settings.min_lr:g}) is above learning_rate ({settings.learning_rate:g}): the "
+                         f"decay would raise the rate; give a --min_lr below the peak")
+    if schedule and 0 < settings.lr_decay_iters < settings.warmup_iters:
+        raise ValueError(f"lr_decay_iters ({settings.lr_decay_iters}) ends inside warmup_iters ({settings.warmup_iters}):"
+                         f" the rate would jump to min_lr mid-warmup; give a larger --lr_decay_iters (0: the whole run)")
 
 
 MAX_STEPS, MAX_THREADS, MAX_SEED = 10**9, 1024, 2**62  # the lessons' bounds: past them, nothing sensible runs

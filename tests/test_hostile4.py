@@ -362,3 +362,12 @@ def test_no_entry_point_takes_a_prefix_for_a_flag(module, argv, capsys):
     main = importlib.import_module(module).main
     err = fails(main, argv, capsys)
     assert "unrecognized arguments: --" in err
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--min_lr", "1", "--learning_rate", "1e-3"], "min_lr (1) is above learning_rate (0.001): the decay would raise"),
+    (["--lr_decay_iters", "2", "--warmup_iters", "10"], "lr_decay_iters (2) ends inside warmup_iters (10)"),
+])
+def test_a_schedule_that_contradicts_itself_is_one_line(flags, says, tmp_path, capsys):
+    err = fails(train.main, [*flags, "--out_dir", tmp_path / "o"], capsys)
+    assert says in err and not (tmp_path / "o").exists()
