@@ -5,7 +5,8 @@ another mistake's hint. Each case is a solution with the mistake planted in it, 
 import pytest
 import torch
 
-from exercises.checker import SOLUTIONS, check
+from exercises.checker import check
+from test_exercises import plant  # a solution with one mistake planted
 
 torch.set_num_threads(1)
 
@@ -75,14 +76,6 @@ CASES = [
       "positions 0..0)"]),
     ("multi_head", [(MH_SOFTMAX, "weights = F.softmax(scores, dim=-1).masked_fill(future, 0.0) * 0.9")], None, []),
 ]
-
-
-def plant(folder, name, replacements):
-    source = (SOLUTIONS / f"{name}.py").read_text()
-    for old, new in replacements:
-        assert old in source, (name, old)
-        source = source.replace(old, new)
-    (folder / f"{name}.py").write_text(source)
 
 
 @pytest.mark.parametrize("name, replacements, hint, words", CASES,
