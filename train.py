@@ -73,6 +73,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # 'adamw', or 'muon' (Muon: the blocks' matrices; AdamW: the rest)
     muon_lr: float = 0.02  # Muon's peak learning rate (follows the same schedule as learning_rate)
     muon_momentum: float = 0.95  # Muon's momentum
+    muon_weight_decay: float = 0.0  # Muon's decoupled weight decay on the blocks' matrices
     # system
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
     dtype: str = "auto"  # auto (bfloat16 autocast where fast: CUDA, bf16 CPUs), float32, bfloat16
@@ -85,7 +86,7 @@ class TrainConfig:
             self, positive=("max_iters", "eval_interval", "eval_iters", "log_interval",
                             "batch_size", "gradient_accumulation_steps"),
             non_negative=("save_interval", "sample_chars", "warmup_iters", "lr_decay_iters",
-                          "threads", "weight_decay", "grad_clip", "min_lr"),
+                          "threads", "weight_decay", "muon_weight_decay", "grad_clip", "min_lr"),
             choices={"dtype": ("auto", "float32", "bfloat16"), "compile": ("auto", "on", "off"),
                      "decay": ("cosine", "linear"), "optimizer": ("adamw", "muon")},
             unit_interval=("beta1", "beta2", "muon_momentum"),
@@ -168,12 +169,13 @@ def learning_rate_at(it, cfg: TrainConfig):
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def build_optimizer(model, cfg, fused=False):
-    """AdamW for everything, or Muon for the blocks' matrices and AdamW for the rest."""
+def build_optimizer(model, cfg, fused=False, bf16=False):
+    """AdamW for everything, or Muon for the blocks' matrices and AdamW for the rest (bf16: Muon's
+    matmuls in bfloat16, where the run trains in it)."""
     betas = (cfg.beta1, cfg.beta2)
     if cfg.optimizer == "muon":
         return make_muon_optimizer(model, cfg.learning_rate, cfg.muon_lr, cfg.muon_momentum,
-                                   cfg.weight_decay, betas, fused)
+                                   cfg.weight_decay, betas, fused, bf16, cfg.muon_weight_decay)
     return make_optimizer(model, cfg.learning_rate, cfg.weight_decay, betas, fused=fused)
 
 
@@ -253,7 +255,7 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_config, attention_pattern(model_config)).to(machine.device)  # (BigBird's links)
     model_config, model = gpt2.start_from(cfg, model, meta, resumed)  # --init_from: GPT-2 instead
-    optimizer = build_optimizer(model, cfg, fused=machine.fused)
+    optimizer = build_optimizer(model, cfg, machine.fused, bf16=machine.dtype == "bfloat16")
     torch.manual_seed(cfg.seed + machine.rank)  # dropout differs between ranks (rank 0: as alone)
     # One data stream per micro-batch slot of a step, seeded by its slot number. Rank r owns the
     # next local_steps slots: N processes draw the batches of one with N x the accumulation steps.

@@ -17,14 +17,15 @@ import torch
 from babygpt.optimizer import weight_decay_groups
 
 
-def orthogonalize(G, steps=5):
+def orthogonalize(G, steps=5, bf16=False):
     """Approximately U V^T for G = U S V^T, with the quintic Newton-Schulz iteration of Keller Jordan's Muon.
 
     G (rows, cols), or a stack (n, rows, cols) of same-shaped matrices done together -> same shape. The
-    coefficients push every singular value towards 1 fast (to roughly 0.7..1.2, which is all Muon needs).
-    bfloat16 is enough on a GPU; on a CPU float32 matmuls are the fast ones."""
+    coefficients push every singular value towards 1 fast (to roughly 0.7..1.2, which is all Muon needs), so
+    bfloat16 is precise enough: bf16=True multiplies in it where that is fast (a GPU, a CPU with AVX-512 BF16:
+    half the time of float32 there); elsewhere float32 matmuls are the fast ones."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.bfloat16() if G.is_cuda else G.float()
+    X = G.bfloat16() if bf16 else G.float()
     X = X.unsqueeze(0) if X.dim() == 2 else X  # (n, rows, cols): one batched matmul per product for the stack
     transposed = X.size(1) > X.size(2)
     if transposed:  # work with the short side first: X @ X^T is then the smaller matrix
@@ -40,10 +41,12 @@ def orthogonalize(G, steps=5):
 
 class Muon(torch.optim.Optimizer):
     """SGD with Nesterov momentum, whose update is orthogonalised before it is applied. For 2-D parameters only.
-    torch.optim.Optimizer keeps the groups and the per-parameter state, and saves and loads them."""
+    torch.optim.Optimizer keeps the groups and the per-parameter state, and saves and loads them. bf16: the
+    orthogonalisation's matmuls in bfloat16 (a setting of the machine, not of the run: not saved)."""
 
-    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0):
+    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0, bf16=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+        self.bf16 = bf16
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -61,7 +64,7 @@ class Muon(torch.optim.Optimizer):
                     buf = state["momentum_buffer"]
                     buf.lerp_(p.grad, 1 - group["momentum"])  # running average of the gradient
                     looks_ahead.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov: look one step ahead
-                updates = orthogonalize(torch.stack(looks_ahead))  # (n, rows, cols)
+                updates = orthogonalize(torch.stack(looks_ahead), bf16=self.bf16)  # (n, rows, cols)
                 # an orthogonal (rows, cols) matrix has entries ~1/sqrt(cols): rescale so tall ones are not too timid
                 if params[0].size(0) > params[0].size(1):  # (a wide or square one keeps its scale: no pass over it)
                     updates *= (params[0].size(0) / params[0].size(1)) ** 0.5
@@ -108,12 +111,15 @@ def hidden_matrices(model):
     return [p for p in model.blocks.parameters() if p.dim() == 2 and p.requires_grad]
 
 
-def make_muon_optimizer(model, learning_rate, muon_lr, muon_momentum, weight_decay, betas, fused=False):
-    """Muon (peak lr muon_lr) on the blocks' matrices, AdamW (peak lr learning_rate) on the rest, with weight
-    decay only on the rest's 2-D weights (the embedding), as make_optimizer does."""
+def make_muon_optimizer(model, learning_rate, muon_lr, muon_momentum, weight_decay, betas, fused=False,
+                        bf16=False, muon_weight_decay=0.0):
+    """Muon (peak lr muon_lr, decay muon_weight_decay) on the blocks' matrices, AdamW (peak lr learning_rate)
+    on the rest, with weight decay on the rest's 2-D weights (the embedding), as make_optimizer does.
+    bf16: Muon's matmuls in bfloat16 (where the run trains in it)."""
     matrices = hidden_matrices(model)
     rest = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in matrices)]
-    muon = Muon([{"params": matrices, "lr_scale": muon_lr / learning_rate}], lr=muon_lr, momentum=muon_momentum)
+    muon = Muon([{"params": matrices, "lr_scale": muon_lr / learning_rate}], lr=muon_lr, momentum=muon_momentum,
+                weight_decay=muon_weight_decay, bf16=bf16)
     groups = weight_decay_groups(rest, weight_decay)
     adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
     return MuonAndAdamW(muon, adamw)

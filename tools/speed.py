@@ -59,7 +59,8 @@ class PresetRun:
         self.autocast = autocast_context(device_type, settings["dtype"])
         torch.manual_seed(self.cfg.seed)
         self.model = GPT(self.model_config).to(device)
-        self.optimizer = train.build_optimizer(self.model, self.cfg, fused=settings["fused"])
+        self.optimizer = train.build_optimizer(self.model, self.cfg, settings["fused"],
+                                              bf16=settings["dtype"] == "bfloat16")
         self.generators = [torch.Generator().manual_seed(self.cfg.seed + i) for i in range(self.cfg.gradient_accumulation_steps)]
         self.step_model = self.model
         if settings["compile"]:
