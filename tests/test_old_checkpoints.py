@@ -44,7 +44,11 @@ def test_a_checkpoint_of_7e9e551_samples_and_resumes_the_way_that_code_did(optim
     expected = torch.load(FIXTURES / f"checkpoint-7e9e551-{optimizer}" / "weights-at-6.pt", weights_only=True)
     assert expected.keys() == resumed["model"].keys()
     for name, tensor in expected.items():
-        torch.testing.assert_close(resumed["model"][name], tensor, rtol=0, atol=1e-6, msg=name)
+        # The blocks under Muon: a run in bfloat16 (a CPU with AVX-512 BF16) orthogonalises in it, where 7e9e551
+        # did so in float32: its matrices up to ~1.7e-4 apart of the two steps' ~2.4e-3 (their biases, under
+        # AdamW, follow them: ~2e-5). The embeddings and the head still tell a restarted AdamW apart at 1e-6.
+        atol = 3e-4 if optimizer == "muon" and name.startswith("blocks.") else 1e-6
+        torch.testing.assert_close(resumed["model"][name], tensor, rtol=0, atol=atol, msg=name)
 
 
 def test_a_checkpoint_that_set_the_retired_logit_softcap_is_refused_in_one_line(tmp_path, capsys):
