@@ -22,8 +22,8 @@ def orthogonalize(G, steps=5, bf16=False):
 
     G (rows, cols), or a stack (n, rows, cols) of same-shaped matrices done together -> same shape. The
     coefficients push every singular value towards 1 fast (to roughly 0.7..1.2, which is all Muon needs), so
-    bfloat16 is precise enough: bf16=True multiplies in it where that is fast (a GPU, a CPU with AVX-512 BF16:
-    half the time of float32 there); elsewhere float32 matmuls are the fast ones."""
+    bfloat16 is precise enough: bf16=True multiplies in it where that is fast (a GPU, a CPU with AVX-512 BF16);
+    elsewhere float32 matmuls are the fast ones."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.bfloat16() if bf16 else G.float()
     X = X.unsqueeze(0) if X.dim() == 2 else X  # (n, rows, cols): one batched matmul per product for the stack
